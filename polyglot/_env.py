@@ -1,0 +1,37 @@
+"""Process environment set before TensorFlow or JAX is imported.
+
+TensorFlow is used only for input pipelines (seqio); it must neither claim
+accelerators nor print its CUDA probing and oneDNN notices. Its C++ logger
+writes to file descriptor 2 before any log level applies, so the first import
+runs with that descriptor pointed at /dev/null.
+"""
+import contextlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@contextlib.contextmanager
+def _silenced_stderr_fd():
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def import_tensorflow():
+  """Imports TensorFlow (and seqio's tensorflow_text) quietly, CPU only; returns `tf`."""
+  if "tensorflow" not in sys.modules:
+    with _silenced_stderr_fd():
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      import tensorflow_text  # noqa: F401  pylint: disable=unused-import
+      tf.config.set_visible_devices([], "GPU")
+  return sys.modules["tensorflow"]

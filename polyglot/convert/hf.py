@@ -1,0 +1,294 @@
+"""Parameters and configs to and from Hugging Face `XLMRobertaFor*`.
+
+A name-mapping table plus small value transforms (MaxText's `param_mapping`),
+on plain numpy arrays: torch is needed only to produce or load HF models, not
+here. polyglot parameters are nested dicts as `nnx.to_pure_dict` gives them
+(`{"encoder": {"layers": {0: {...}}}}`); HF's are flat state dicts.
+
+Every transform is a transpose or a reshape, so both directions are exact:
+HF -> polyglot -> HF returns bit-identical tensors.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from polyglot.errors import ConversionError
+from polyglot.models.config import EncoderConfig
+
+Params = dict[Any, Any]
+StateDict = dict[str, np.ndarray]
+
+HEADS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
+HF_ARCHITECTURES = {
+    "masked_lm": "XLMRobertaForMaskedLM",
+    "sequence_classification": "XLMRobertaForSequenceClassification",
+    "token_classification": "XLMRobertaForTokenClassification",
+    "question_answering": "XLMRobertaForQuestionAnswering",
+}
+# HF keys that hold no parameter of their own: the MLM decoder is tied to the
+# word embeddings and its bias to `lm_head.bias`; the pooler is unused by every
+# XLMRobertaFor* head.
+TIED = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias"}
+IGNORED_PREFIXES = ("roberta.pooler.",)
+
+
+class Transform:
+  """A pair of exact value maps, HF layout <-> polyglot layout."""
+
+  def __init__(self, to_ours: Callable[[np.ndarray, EncoderConfig], np.ndarray],
+               to_hf: Callable[[np.ndarray, EncoderConfig], np.ndarray]):
+    self.to_ours, self.to_hf = to_ours, to_hf
+
+
+IDENTITY = Transform(lambda x, c: x, lambda x, c: x)
+# torch Linear stores [out, in]; polyglot stores [in, out].
+LINEAR = Transform(lambda x, c: x.T, lambda x, c: x.T)
+# query/key/value: HF [h*k, d] <-> ours [d, h, k].
+QKV_KERNEL = Transform(lambda x, c: x.T.reshape(c.hidden_size, c.num_heads, c.head_dim),
+                       lambda x, c: x.reshape(c.hidden_size, -1).T)
+QKV_BIAS = Transform(lambda x, c: x.reshape(c.num_heads, c.head_dim), lambda x, c: x.reshape(-1))
+# attention output: HF [d, h*k] <-> ours [h, k, d].
+OUT_KERNEL = Transform(lambda x, c: x.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
+                       lambda x, c: x.reshape(-1, c.hidden_size).T)
+
+EMBEDDINGS = (
+    ("encoder/embeddings/word", "roberta.embeddings.word_embeddings.weight", IDENTITY),
+    ("encoder/embeddings/position", "roberta.embeddings.position_embeddings.weight", IDENTITY),
+    ("encoder/embeddings/token_type", "roberta.embeddings.token_type_embeddings.weight",
+     IDENTITY),
+    ("encoder/embeddings/norm/scale", "roberta.embeddings.LayerNorm.weight", IDENTITY),
+    ("encoder/embeddings/norm/bias", "roberta.embeddings.LayerNorm.bias", IDENTITY),
+)
+LAYER = (
+    *((f"attention/{n}/kernel", f"attention.self.{n}.weight", QKV_KERNEL)
+      for n in ("query", "key", "value")),
+    *((f"attention/{n}/bias", f"attention.self.{n}.bias", QKV_BIAS)
+      for n in ("query", "key", "value")),
+    ("attention/out_kernel", "attention.output.dense.weight", OUT_KERNEL),
+    ("attention/out_bias", "attention.output.dense.bias", IDENTITY),
+    ("attention_norm/scale", "attention.output.LayerNorm.weight", IDENTITY),
+    ("attention_norm/bias", "attention.output.LayerNorm.bias", IDENTITY),
+    ("feed_forward/wi/kernel", "intermediate.dense.weight", LINEAR),
+    ("feed_forward/wi/bias", "intermediate.dense.bias", IDENTITY),
+    ("feed_forward/wo/kernel", "output.dense.weight", LINEAR),
+    ("feed_forward/wo/bias", "output.dense.bias", IDENTITY),
+    ("output_norm/scale", "output.LayerNorm.weight", IDENTITY),
+    ("output_norm/bias", "output.LayerNorm.bias", IDENTITY),
+)
+HEAD_PARAMS = {
+    "masked_lm": (
+        ("lm_head/dense/kernel", "lm_head.dense.weight", LINEAR),
+        ("lm_head/dense/bias", "lm_head.dense.bias", IDENTITY),
+        ("lm_head/norm/scale", "lm_head.layer_norm.weight", IDENTITY),
+        ("lm_head/norm/bias", "lm_head.layer_norm.bias", IDENTITY),
+        ("lm_head/bias", "lm_head.bias", IDENTITY),
+    ),
+    "sequence_classification": (
+        ("classifier/dense/kernel", "classifier.dense.weight", LINEAR),
+        ("classifier/dense/bias", "classifier.dense.bias", IDENTITY),
+        ("classifier/out_proj/kernel", "classifier.out_proj.weight", LINEAR),
+        ("classifier/out_proj/bias", "classifier.out_proj.bias", IDENTITY),
+    ),
+    "token_classification": (
+        ("classifier/classifier/kernel", "classifier.weight", LINEAR),
+        ("classifier/classifier/bias", "classifier.bias", IDENTITY),
+    ),
+    "question_answering": (
+        ("qa_head/qa_outputs/kernel", "qa_outputs.weight", LINEAR),
+        ("qa_head/qa_outputs/bias", "qa_outputs.bias", IDENTITY),
+    ),
+    "encoder": (),
+}
+
+
+def _path(template: str) -> tuple[Any, ...]:
+  return tuple(int(p) if p.isdigit() else p for p in template.split("/"))
+
+
+def mapping(cfg: EncoderConfig, head: str) -> list[tuple[tuple[Any, ...], str, Transform]]:
+  """(polyglot path, HF name, transform) for every parameter of a model with `head`.
+
+  `head="encoder"` maps the bare encoder (HF names keep the `roberta.` prefix).
+  """
+  if head not in HEAD_PARAMS:
+    raise ConversionError(f"unknown head {head!r}; known: {[*HEADS, 'encoder']}")
+  if cfg.moe is not None:
+    raise ConversionError("an MoE encoder has no Hugging Face transformers class; "
+                          "only dense checkpoints convert to XLMRobertaFor*")
+  rows = [(_path(p), h, t) for p, h, t in EMBEDDINGS]
+  for i in range(cfg.num_layers):
+    rows += [(_path(f"encoder/layers/{i}/{p}"), f"roberta.encoder.layer.{i}.{h}", t)
+             for p, h, t in LAYER]
+  rows += [(_path(p), h, t) for p, h, t in HEAD_PARAMS[head]]
+  return rows
+
+
+def _get(tree: Mapping[Any, Any], path: tuple[Any, ...]) -> Any:
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _set(tree: dict[Any, Any], path: tuple[Any, ...], value: Any) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def to_hf(params: Params, cfg: EncoderConfig, head: str) -> StateDict:
+  """polyglot parameters -> HF state dict (tied MLM decoder entries included)."""
+  state = {}
+  for path, name, transform in mapping(cfg, head):
+    try:
+      value = np.asarray(_get(params, path))
+    except KeyError as e:
+      raise ConversionError(f"parameter {'/'.join(map(str, path))} is missing; is the model "
+                            f"a {head} model of this config?") from e
+    state[name] = np.ascontiguousarray(transform.to_hf(value, cfg))
+  if head == "masked_lm":
+    state.update({tied: state[source] for tied, source in TIED.items()})
+  return state
+
+
+def normalize_names(state: Mapping[str, np.ndarray]) -> StateDict:
+  """Adds the `roberta.` prefix of a bare `XLMRobertaModel` state dict."""
+  bare = not any(k.startswith("roberta.") for k in state)
+  return {(f"roberta.{k}" if bare and k.startswith(("embeddings.", "encoder.", "pooler."))
+           else k): v for k, v in state.items()}
+
+
+def detect_head(state: Mapping[str, np.ndarray]) -> str:
+  """The head a (normalised) HF state dict carries, or "encoder" for none."""
+  for head in HEADS:
+    if all(h in state for _, h, _ in HEAD_PARAMS[head]):
+      return head
+  return "encoder"
+
+
+def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> Params:
+  """HF state dict -> polyglot parameters; every expected tensor must be there, shaped right."""
+  state = normalize_names(state)
+  rows = mapping(cfg, head)
+  expected = {h for _, h, _ in rows}
+  params: Params = {}
+  for path, name, transform in rows:
+    if name not in state:
+      raise ConversionError(f"HF tensor {name} is missing; the weights do not hold a {head} "
+                            f"model (found head: {detect_head(state)})")
+    value = transform.to_ours(np.asarray(state[name]), cfg)
+    _set(params, path, value)
+  _check_tied(state, head)
+  _check_shapes(params, cfg, head)
+  unused = sorted(k for k in state if k not in expected and k not in TIED
+                  and not k.startswith(IGNORED_PREFIXES) and _head_of(k) is None)
+  if unused:
+    raise ConversionError(f"HF tensors {unused[:5]} have no polyglot counterpart; "
+                          "is this an XLM-R checkpoint of the given config?")
+  return params
+
+
+def _head_of(name: str) -> str | None:
+  """The head an HF tensor belongs to; None for encoder and unknown tensors."""
+  for head, rows in HEAD_PARAMS.items():
+    if any(name == h for _, h, _ in rows):
+      return head
+  return None
+
+
+def _check_tied(state: Mapping[str, np.ndarray], head: str) -> None:
+  if head != "masked_lm":
+    return
+  for tied, source in TIED.items():
+    if tied in state and not np.array_equal(np.asarray(state[tied]), np.asarray(state[source])):
+      raise ConversionError(f"HF tensor {tied} differs from {source}; polyglot's MLM decoder "
+                            "is tied to the word embeddings (untied decoders are unsupported)")
+
+
+def _check_shapes(params: Params, cfg: EncoderConfig, head: str) -> None:
+  d, v = cfg.hidden_size, cfg.vocab_size
+  expect = {("encoder", "embeddings", "word"): (v, d),
+            ("encoder", "embeddings", "position"): (cfg.num_positions, d),
+            ("encoder", "embeddings", "token_type"): (cfg.type_vocab_size, d),
+            ("encoder", "layers", 0, "feed_forward", "wi", "kernel"): (d, cfg.mlp_dim)}
+  for path, shape in expect.items():
+    got = _get(params, path).shape
+    if got != shape:
+      raise ConversionError(f"HF weights give {'/'.join(map(str, path))} shape {got}, the "
+                            f"config expects {shape}; pass the config that matches the weights")
+
+
+def config_to_hf(cfg: EncoderConfig, head: str = "masked_lm",
+                 id2label: Mapping[int, str] | None = None) -> dict[str, Any]:
+  """`XLMRobertaConfig` keyword arguments; XLM-R's real values written explicitly
+  (HF's class defaults differ: layer_norm_eps 1e-12, type_vocab_size 2, 512 positions)."""
+  if cfg.moe is not None:
+    raise ConversionError("an MoE encoder has no Hugging Face transformers class; "
+                          "only dense checkpoints convert to XLMRobertaFor*")
+  out = dict(
+      model_type="xlm-roberta", architectures=[HF_ARCHITECTURES.get(head, "XLMRobertaModel")],
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+      intermediate_size=cfg.mlp_dim, hidden_act="gelu",
+      hidden_dropout_prob=cfg.dropout_rate, attention_probs_dropout_prob=cfg.attention_dropout_rate,
+      max_position_embeddings=cfg.num_positions, type_vocab_size=cfg.type_vocab_size,
+      initializer_range=cfg.initializer_range, layer_norm_eps=cfg.layer_norm_eps,
+      pad_token_id=cfg.pad_id, bos_token_id=cfg.bos_id, eos_token_id=cfg.eos_id,
+      position_embedding_type="absolute", classifier_dropout=None, tie_word_embeddings=True)
+  if id2label is not None:
+    out["id2label"] = {int(i): str(l) for i, l in id2label.items()}
+    out["label2id"] = {str(l): int(i) for i, l in id2label.items()}
+  return out
+
+
+def config_from_hf(hf: Mapping[str, Any], **overrides) -> EncoderConfig:
+  """An `EncoderConfig` from an HF config dict (`config.json`); refuses what XLM-R is not."""
+  if hf.get("hidden_act", "gelu") != "gelu":
+    raise ConversionError(f"hidden_act={hf['hidden_act']!r} is unsupported; polyglot's xlmr "
+                          "family uses exact GELU ('gelu')")
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ConversionError(f"position_embedding_type={hf['position_embedding_type']!r} is "
+                          "unsupported; use 'absolute' (XLM-R)")
+  pad = int(hf.get("pad_token_id", 1))
+  try:
+    return EncoderConfig(
+        vocab_size=int(hf["vocab_size"]), hidden_size=int(hf["hidden_size"]),
+        num_layers=int(hf["num_hidden_layers"]), num_heads=int(hf["num_attention_heads"]),
+        mlp_dim=int(hf["intermediate_size"]),
+        max_len=int(hf["max_position_embeddings"]) - pad - 1,
+        type_vocab_size=int(hf.get("type_vocab_size", 1)),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
+        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
+        initializer_range=float(hf.get("initializer_range", 0.02)),
+        bos_id=int(hf.get("bos_token_id", 0)), pad_id=pad, eos_id=int(hf.get("eos_token_id", 2)),
+        **overrides)
+  except KeyError as e:
+    raise ConversionError(f"HF config lacks {e.args[0]!r}; is it an XLM-R config.json?") from e
+
+
+def params_of(model: Any) -> Params:
+  """An NNX model's parameters as a nested dict of numpy arrays."""
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def load_params(model: Any, params: Params) -> None:
+  """Replaces an NNX model's parameters in place; the tree must match exactly."""
+  state = nnx.state(model, nnx.Param)
+  ours = nnx.to_pure_dict(state)
+  if jax.tree.structure(ours) != jax.tree.structure(params):
+    raise ConversionError("parameter tree does not match the model; was it converted for "
+                          "the same config and head?")
+  for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(ours),
+                              jax.tree.leaves(params)):
+    if old.shape != np.shape(new):
+      raise ConversionError(f"parameter {jax.tree_util.keystr(path)} has shape "
+                            f"{np.shape(new)}, the model expects {old.shape}")
+  nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: np.asarray(x, np.float32), params))
+  nnx.update(model, state)
+

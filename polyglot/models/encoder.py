@@ -1,0 +1,219 @@
+"""The XLM-R encoder in Flax NNX, exactly Hugging Face's `XLMRobertaModel`.
+
+Shapes: b=batch, l=length (queries), m=length (keys), d=embed, h=heads,
+k=head dim, f=mlp.
+
+Inputs follow the batch contract of DESIGN.md: `segment_ids` are 1, 2, ...
+for the sequences packed in a row and 0 for padding; `positions` restart at 0
+in each segment. Tokens attend only within their own segment. Without
+`segment_ids` and `positions`, both are derived from `input_ids != pad_id`, as
+HF does (`create_position_ids_from_input_ids`).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from polyglot import sharding
+from polyglot.models import layers
+from polyglot.models.config import EncoderConfig
+
+ACTIVATION_AXES = ("batch", "length", "embed")
+
+
+class EncoderOutput(NamedTuple):
+  last_hidden: jax.Array                    # [b, l, d]
+  hidden_states: tuple[jax.Array, ...]      # embeddings, then each layer: L+1 x [b, l, d]; () unless asked
+  aux: dict[str, jax.Array]                 # MoE losses and router statistics, summed over layers
+
+
+def default_segments(input_ids: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:
+  """One segment per row: ([b, l] segment_ids, [b, l] positions), 0 on padding."""
+  valid = (input_ids != pad_id).astype(jnp.int32)
+  positions = (jnp.cumsum(valid, axis=1) - 1) * valid
+  return valid, positions
+
+
+def attention_mask(segment_ids: jax.Array) -> jax.Array:
+  """[b, l] segment ids -> [b, 1, l, m] boolean mask (True = attend).
+
+  A real token attends to the tokens of its own segment. A padding query
+  attends to every real key, as in HF (whose mask covers keys only), so no row
+  is fully masked and outputs at padding positions match HF's too.
+  """
+  q, k = segment_ids[:, :, None], segment_ids[:, None, :]
+  mask = ((q == k) | (q == 0)) & (k != 0)
+  return mask[:, None, :, :]
+
+
+class Embeddings(nnx.Module):
+  """Word + learned position + token type embeddings, LayerNorm, dropout."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    init = layers.normal(cfg.initializer_range)
+    self.word = layers.param(rngs, init, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
+    self.position = layers.param(rngs, init, (cfg.num_positions, cfg.hidden_size), (None, "embed"))
+    self.token_type = layers.param(rngs, init, (cfg.type_vocab_size, cfg.hidden_size),
+                                   (None, "embed"))
+    self.norm = layers.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, rngs=rngs,
+                                 dtype=cfg.dtype)
+    self.pad_id = cfg.pad_id
+    self.rate = cfg.dropout_rate
+
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, positions: jax.Array,
+               token_type_ids: jax.Array | None, rng: jax.Array | None) -> jax.Array:
+    """[b, l] ids -> [b, l, d]."""
+    # HF position ids start at pad_id + 1; padding takes the pad_id row.
+    position_ids = jnp.where(segment_ids > 0, positions + self.pad_id + 1, self.pad_id)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = (jnp.take(self.word[...], input_ids, axis=0)
+         + jnp.take(self.position[...], position_ids, axis=0)
+         + jnp.take(self.token_type[...], token_type_ids, axis=0))  # [b, l, d]
+    return layers.dropout(self.norm(x), self.rate, rng)
+
+
+class HeadProjection(nnx.Module):
+  """Query, key or value projection: [b, l, d] -> [b, l, h, k]."""
+
+  def __init__(self, d: int, h: int, *, init_std: float, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.kernel = layers.param(rngs, layers.normal(init_std), (d, h, d // h),
+                               ("embed", "heads", "kv"))
+    self.bias = layers.param(rngs, layers.zeros, (h, d // h), ("heads", "kv"))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y + self.bias[...].astype(self.dtype)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+
+  def __init__(self, d: int, h: int, *, attention_impl: str, dropout_rate: float,
+               init_std: float, rngs: nnx.Rngs, dtype=jnp.float32):
+    proj = dict(init_std=init_std, rngs=rngs, dtype=dtype)
+    self.query = HeadProjection(d, h, **proj)
+    self.key = HeadProjection(d, h, **proj)
+    self.value = HeadProjection(d, h, **proj)
+    self.out_kernel = layers.param(rngs, layers.normal(init_std), (h, d // h, d),
+                                   ("heads", "kv", "embed"))
+    self.out_bias = layers.param(rngs, layers.zeros, (d,), ("embed",))
+    self.impl = attention_impl
+    self.rate = dropout_rate
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array, mask: jax.Array, rng: jax.Array | None) -> jax.Array:
+    """x: [b, l, d], mask: [b, 1, l, m] -> [b, l, d]."""
+    q, k, v = self.query(x), self.key(x), self.value(x)  # [b, l, h, k] each
+    if rng is None or self.rate == 0.0:
+      y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self._impl())
+    else:
+      y = self._attention_with_dropout(q, k, v, mask, rng)  # [b, l, h, k]
+    out = jnp.einsum("blhk,hkd->bld", y, self.out_kernel[...].astype(self.dtype))
+    return out + self.out_bias[...].astype(self.dtype)
+
+  def _impl(self) -> str | None:
+    return "cudnn" if self.impl == "cudnn" else None
+
+  def _attention_with_dropout(self, q, k, v, mask, rng):
+    """Reference attention with dropout on the probabilities (HF's training path)."""
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("blhk,bmhk->bhlm", q, k).astype(jnp.float32) * scale
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = layers.dropout(jax.nn.softmax(logits, axis=-1), self.rate, rng)
+    return jnp.einsum("bhlm,bmhk->blhk", probs.astype(v.dtype), v)
+
+
+class Mlp(nnx.Module):
+  """Dense feed-forward: [b, l, d] -> [b, l, d] through f = mlp_dim."""
+
+  def __init__(self, d: int, f: int, *, init_std: float, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.wi = layers.Dense(d, f, ("embed", "mlp"), rngs=rngs, init_std=init_std, dtype=dtype)
+    self.wo = layers.Dense(f, d, ("mlp", "embed"), rngs=rngs, init_std=init_std, dtype=dtype)
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    del rng  # HF applies dropout after the output projection, in the block.
+    return self.wo(layers.gelu(self.wi(x))), {}
+
+
+def make_feed_forward(cfg: EncoderConfig, layer: int, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The dense MLP, or an MoE block on the layers `cfg.moe` makes sparse."""
+  if cfg.moe is not None and cfg.moe.is_moe_layer(layer):
+    from polyglot.models import moe  # pylint: disable=g-import-not-at-top
+    return moe.MoeFeedForward(cfg.hidden_size, cfg.mlp_dim, cfg.moe,
+                              init_std=cfg.initializer_range, rngs=rngs, dtype=cfg.dtype)
+  return Mlp(cfg.hidden_size, cfg.mlp_dim, init_std=cfg.initializer_range, rngs=rngs,
+             dtype=cfg.dtype)
+
+
+class Block(nnx.Module):
+  """Post-LN transformer block: x = LN(x + attn(x)); x = LN(x + ff(x))."""
+
+  def __init__(self, cfg: EncoderConfig, layer: int, *, rngs: nnx.Rngs):
+    self.attention = SelfAttention(
+        cfg.hidden_size, cfg.num_heads, attention_impl=cfg.attention_impl,
+        dropout_rate=cfg.attention_dropout_rate, init_std=cfg.initializer_range, rngs=rngs,
+        dtype=cfg.dtype)
+    self.attention_norm = layers.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, rngs=rngs,
+                                           dtype=cfg.dtype)
+    self.feed_forward = make_feed_forward(cfg, layer, rngs=rngs)
+    self.output_norm = layers.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, rngs=rngs,
+                                        dtype=cfg.dtype)
+    self.rate = cfg.dropout_rate
+
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               rng: jax.Array | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """x: [b, l, d] -> ([b, l, d], aux)."""
+    r_attn, r_attn_out, r_ff, r_ff_out = layers.split_rng(rng, 4)
+    y = layers.dropout(self.attention(x, mask, r_attn), self.rate, r_attn_out)
+    x = self.attention_norm(x + y)
+    y, aux = self.feed_forward(x, r_ff)
+    x = self.output_norm(x + layers.dropout(y, self.rate, r_ff_out))
+    return sharding.constrain(x, ACTIVATION_AXES), aux
+
+
+def _remat_policy(name: str):
+  return None if name == "full" else getattr(jax.checkpoint_policies, name)
+
+
+def _sum_aux(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
+
+
+class Encoder(nnx.Module):
+  """Embeddings and `num_layers` blocks: [b, l] ids -> EncoderOutput."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embeddings = Embeddings(cfg, rngs=rngs)
+    self.layers = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
+
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
+               positions: jax.Array | None = None, token_type_ids: jax.Array | None = None, *,
+               dropout_rng: jax.Array | None = None,
+               output_hidden_states: bool = False) -> EncoderOutput:
+    """Dropout is active iff `dropout_rng` is given (training)."""
+    cfg = self.cfg
+    if segment_ids is None or positions is None:
+      segment_ids, positions = default_segments(input_ids, cfg.pad_id)
+    mask = attention_mask(segment_ids)
+    rngs = layers.split_rng(dropout_rng, cfg.num_layers + 1)
+    x = sharding.constrain(
+        self.embeddings(input_ids, segment_ids, positions, token_type_ids, rngs[0]),
+        ACTIVATION_AXES)
+    hidden, aux = [x], {}
+    for block, rng in zip(self.layers, rngs[1:]):
+      x, block_aux = self._apply_block(block, x, mask, rng)
+      aux = _sum_aux(aux, block_aux)
+      hidden.append(x)
+    return EncoderOutput(x, tuple(hidden) if output_hidden_states else (), aux)
+
+  def _apply_block(self, block: Block, x, mask, rng) -> tuple[jax.Array, dict[str, Any]]:
+    if self.cfg.remat == "none":
+      return block(x, mask, rng)
+    return nnx.remat(lambda b, *a: b(*a), policy=_remat_policy(self.cfg.remat))(
+        block, x, mask, rng)
