@@ -164,4 +164,9 @@ def preset(name: str, **overrides) -> EncoderConfig:
   """Returns the named preset, with fields replaced by `overrides`."""
   if name not in PRESETS:
     raise ConfigError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+  fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ConfigError(f"unknown model fields {unknown} for preset {name!r}; known: "
+                      f"{sorted(fields)}")
   return PRESETS[name].replace(**overrides)

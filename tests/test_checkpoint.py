@@ -1,0 +1,81 @@
+"""Orbax checkpoints: exact round trips, other meshes, damaged steps skipped."""
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from polyglot import checkpoint
+from polyglot.errors import CheckpointError
+
+
+def tree(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"w": rng.normal(size=(8, 16)).astype(np.float32),
+          "b": rng.normal(size=(16,)).astype(np.float32)}
+
+
+def save(ck, step, params, **kw):
+  ck.save(step, params=params, opt_state={"count": np.int32(step)}, vocab=b"spm\x00\xff",
+          meta={"model_config": {"hidden_size": 16}, "gin_config": "A = 1"},
+          data={"0": {"epoch": step}}, **kw)
+
+
+def shardings(mesh, spec_w, spec_b):
+  return {"w": NamedSharding(mesh, spec_w), "b": NamedSharding(mesh, spec_b)}
+
+
+def test_roundtrip_onto_another_mesh_is_exact(tmp_path):
+  devices = np.array(jax.devices()[:8])
+  fsdp = Mesh(devices, ("fsdp",))
+  params = jax.device_put(tree(), shardings(fsdp, P("fsdp", None), P(None)))
+  ck = checkpoint.Checkpointer(str(tmp_path / "checkpoints"),
+                               checkpoint.CheckpointConfig(save_every=1))
+  save(ck, 5, params)
+  ck.wait()
+  other = Mesh(devices.reshape(2, 4), ("data", "tensor"))
+  target = checkpoint.abstract(params, shardings(other, P(None, "tensor"), P("tensor")))
+  restored = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(tmp_path)),
+                                     read_only=True).restore(
+      target, {"count": jax.ShapeDtypeStruct((), np.int32)})
+  assert restored.step == 5 and restored.vocab == b"spm\x00\xff"
+  assert restored.meta["gin_config"] == "A = 1" and restored.data == {"0": {"epoch": 5}}
+  assert int(restored.opt_state["count"]) == 5
+  assert restored.params["w"].sharding.spec == P(None, "tensor")
+  np.testing.assert_array_equal(restored.params["w"], tree()["w"])
+  np.testing.assert_array_equal(restored.params["b"], tree()["b"])
+
+
+def test_damaged_latest_step_falls_back_with_a_warning(tmp_path, caplog):
+  directory = str(tmp_path / "checkpoints")
+  ck = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(save_every=1))
+  save(ck, 1, tree(1))
+  save(ck, 2, tree(2))
+  ck.wait()
+  shutil.rmtree(os.path.join(directory, "2", "params"))
+  # A save that never finished leaves only a temporary directory: never listed.
+  os.makedirs(os.path.join(directory, "3.orbax-checkpoint-tmp-123"))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree())
+  reader = checkpoint.Checkpointer(directory, read_only=True)
+  assert reader.steps() == [1, 2]
+  restored = reader.restore(target)
+  assert restored.step == 1 and "step 2" in caplog.text
+  np.testing.assert_array_equal(restored.params["w"], tree(1)["w"])
+  with pytest.raises(CheckpointError, match="step 2 .* cannot be restored"):
+    reader.restore(target, step=2)
+
+
+def test_empty_directory_is_a_clear_error(tmp_path):
+  with pytest.raises(CheckpointError, match="no checkpoint in"):
+    checkpoint.Checkpointer(str(tmp_path / "none")).restore({})
+
+
+def test_retention_keeps_last_k_plus_every_m(tmp_path):
+  cfg = checkpoint.CheckpointConfig(save_every=1, keep_last=2, keep_every=4, async_save=False)
+  ck = checkpoint.Checkpointer(str(tmp_path / "c"), cfg)
+  for step in range(1, 10):
+    save(ck, step, tree())
+  ck.wait()
+  assert ck.steps() == [4, 8, 9]
