@@ -1,0 +1,16 @@
+"""XTREME zero-shot cross-lingual evaluation (Hu et al., 2020).
+
+Fine-tune on English, predict every other language; retrieval tasks use the
+encoder without fine-tuning. Modules, each importable on its own:
+
+- `tasks`: the task registry and discovery of data files (both layouts);
+- `readers`: file and TFDS readers into frozen example dataclasses;
+- `features`: examples to model inputs (XLM-R ids) and predictions back;
+- `metrics`: the scores XTREME reports (seqeval F1, SQuAD/MLQA, BUCC F1);
+- `retrieval`: cosine nearest neighbours (Tatoeba), margin mining (BUCC);
+- `hparams`: per-task fine-tuning settings (XTREME's published values);
+- `report`: results.json, results.md, the plot, and a progress helper.
+
+This package imports nothing heavy at import time; TensorFlow is imported
+only by the TFDS readers.
+"""

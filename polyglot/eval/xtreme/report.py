@@ -1,0 +1,149 @@
+"""The results of an XTREME run: results.json, results.md, results.png; progress bars.
+
+Input is `scores[task][lang] = {metric: value}` with values in percent, as
+`metrics` and `retrieval` return them. Each (task, language) gets one headline
+score, XTREME `evaluate.py`'s `avg_metric`: accuracy (XNLI, PAWS-X, Tatoeba),
+F1 (UD-POS, PAN-X, BUCC), the mean of exact match and F1 (XQuAD, MLQA, TyDi
+QA). A task's score is the mean over its languages, a category's the mean over
+its tasks (`GROUP2TASK`), and the overall score the mean over the categories
+present (classification, structured prediction, QA, retrieval).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from polyglot.errors import DataError
+from polyglot.eval.xtreme import tasks
+
+CATEGORIES = {  # task type -> XTREME category (paper, table 1)
+    "classification": "Sentence classification",
+    "tagging": "Structured prediction",
+    "qa": "Question answering",
+    "retrieval": "Sentence retrieval",
+}
+_DEV_MARK = "†"
+
+
+def headline(task: str, metrics: Mapping[str, float]) -> float:
+  """The one score XTREME averages for `task` from its metrics dict."""
+  spec = tasks.get_task(task)
+  need = (("exact_match", "f1") if spec.task_type == "qa"
+          else ("f1",) if spec.metric in ("seqeval_f1", "bucc_f1") else ("accuracy",))
+  if any(k not in metrics for k in need):
+    raise DataError(f"{task} scores need {need}, got {sorted(metrics)}")
+  return sum(metrics[k] for k in need) / len(need)
+
+
+def summarize(scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+              splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+  """Headline scores per (task, language), task and category means, overall mean.
+
+  `splits[task][lang]` names the split scored ("test" or "dev"), when known.
+  """
+  out_tasks, by_category = {}, {}
+  for task, per_lang in scores.items():
+    if not per_lang:
+      continue
+    spec = tasks.get_task(task)
+    langs = {}
+    for lang, m in sorted(per_lang.items()):
+      langs[lang] = {"score": headline(task, m), **m}
+      if splits and lang in splits.get(task, {}):
+        langs[lang]["split"] = splits[task][lang]
+    average = statistics.fmean(v["score"] for v in langs.values())
+    category = CATEGORIES[spec.task_type]
+    out_tasks[task] = {"category": category, "average": average, "languages": langs}
+    by_category.setdefault(category, []).append(average)
+  categories = {c: statistics.fmean(v) for c, v in by_category.items()}
+  overall = statistics.fmean(categories.values()) if categories else None
+  return {"tasks": out_tasks, "categories": categories, "overall": overall}
+
+
+def write_json(path: Path, summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+  path.write_text(json.dumps({"run": dict(metadata), **summary}, indent=2, ensure_ascii=False)
+                  + "\n", encoding="utf-8")
+
+
+def _fmt(x: float | None) -> str:
+  return "" if x is None else f"{x:.1f}"
+
+
+def markdown(summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+  """A language x task table with task averages, then categories and overall."""
+  task_names = list(summary["tasks"])
+  lines = ["# XTREME results", ""]
+  lines += [f"- {k}: {v}" for k, v in metadata.items()]
+  lines += ["", "| language | " + " | ".join(task_names) + " |",
+            "|---|" + "---:|" * len(task_names)]
+  langs = sorted({lang for t in summary["tasks"].values() for lang in t["languages"]})
+  has_dev = False
+  for lang in langs:
+    cells = []
+    for task in task_names:
+      entry = summary["tasks"][task]["languages"].get(lang)
+      dev = entry is not None and entry.get("split") == "dev"
+      has_dev |= dev
+      cells.append(_fmt(entry and entry["score"]) + (_DEV_MARK if dev else ""))
+    lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+  lines.append("| **average** | " + " | ".join(
+      f"**{_fmt(summary['tasks'][t]['average'])}**" for t in task_names) + " |")
+  if has_dev:
+    lines += ["", f"{_DEV_MARK} scored on the dev set (no labelled test set in the data dir)."]
+  lines += ["", "| category | score |", "|---|---:|"]
+  lines += [f"| {c} | {_fmt(s)} |" for c, s in summary["categories"].items()]
+  lines += [f"| **overall** | **{_fmt(summary['overall'])}** |", ""]
+  lines.append("Scores: accuracy (XNLI, PAWS-X, Tatoeba), F1 (UD-POS, PAN-X, BUCC), "
+               "mean of exact match and F1 (XQuAD, MLQA, TyDi QA); percent.")
+  return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, summary: Mapping[str, Any]) -> None:
+  """One bar chart of per-language scores per task, the task mean as a line."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (slow import)
+  items = list(summary["tasks"].items())
+  if not items:
+    raise DataError("nothing to plot: no task has scores")
+  cols = min(3, len(items))
+  rows = math.ceil(len(items) / cols)
+  fig = Figure(figsize=(5.5 * cols, 3.6 * rows), layout="constrained")
+  for i, (task, entry) in enumerate(items):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    langs = list(entry["languages"])
+    ax.bar(range(len(langs)), [entry["languages"][lg]["score"] for lg in langs], color="#4c72b0")
+    ax.axhline(entry["average"], color="#c44e52", linestyle="--", linewidth=1,
+               label=f"mean {entry['average']:.1f}")
+    ax.set_xticks(range(len(langs)), langs, rotation=90 if len(langs) > 12 else 0,
+                  fontsize=7 if len(langs) > 12 else 9)
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{task} ({entry['category'].lower()})", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+  fig.savefig(path, dpi=110)
+
+
+def write_report(output_dir: str | Path,
+                 scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+                 metadata: Mapping[str, Any] | None = None,
+                 splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Path]:
+  """Writes results.json, results.md and results.png into `output_dir`."""
+  out = Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  summary = summarize(scores, splits)
+  metadata = dict(metadata or {})
+  paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
+  write_json(paths["json"], summary, metadata)
+  paths["md"].write_text(markdown(summary, metadata), encoding="utf-8")
+  plot(paths["png"], summary)
+  return paths
+
+
+def progress(iterable: Iterable, *, total: int | None = None, desc: str = "",
+             unit: str = "it"):
+  """A progress bar with rate and ETA on stderr (tqdm, a tensorflow-datasets dependency)."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                   mininterval=1.0)

@@ -1,0 +1,73 @@
+"""Retrieval: cosine nearest neighbours (Tatoeba), margin mining and thresholds (BUCC)."""
+import numpy as np
+import pytest
+
+from polyglot.errors import DataError
+from polyglot.eval.xtreme import retrieval
+
+
+def test_knn_orders_by_similarity_across_chunks(monkeypatch):
+  monkeypatch.setattr(retrieval, "_ROWS_PER_CHUNK", 2)  # exercise several row blocks
+  rng = np.random.default_rng(0)
+  q, keys = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+  sims, idx = retrieval.knn(q, keys, 3)
+  full = q @ keys.T
+  np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :3])
+  np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :3], rtol=1e-6)
+
+
+def test_tatoeba_is_cosine_not_dot_product():
+  # English row 0 has the largest dot product with source 1 (long vector) but
+  # points exactly along source 0.
+  source = np.array([[1.0, 0.0], [10.0, 10.0]])
+  english = np.array([[2.0, 0.0], [0.0, 3.0]])
+  np.testing.assert_array_equal(retrieval.tatoeba_predictions(source, english), [0, 1])
+  assert retrieval.tatoeba_accuracy(source, english) == 100.0
+  assert retrieval.tatoeba_accuracy(source, english[::-1]) == 0.0
+
+
+def test_margin_mining_hand_case():
+  # Orthonormal-ish: s0~e0, s1~e1; s2 is a near duplicate of s1 that loses the
+  # one-to-one competition for e1.
+  x = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.1]])
+  y = np.array([[1.0, 0.05, 0.0], [0.0, 1.0, 0.0]])
+  pairs = retrieval.margin_mine(x, y, k=2)
+  assert [(s, t) for s, t, _ in pairs] == [(0, 0), (1, 1)]
+  # Ratio margin of (0, 0): cos / mean(mean top-2 cos of x0, mean top-2 cos of y0).
+  xn, yn = retrieval.l2_normalize(x), retrieval.l2_normalize(y)
+  cos = xn @ yn.T
+  fwd_mean = np.sort(cos, axis=1)[:, -2:].mean(axis=1)
+  bwd_mean = np.sort(cos.T, axis=1)[:, -2:].mean(axis=1)
+  assert pairs[0][2] == pytest.approx(cos[0, 0] / ((fwd_mean[0] + bwd_mean[0]) / 2), rel=1e-5)
+
+
+def test_threshold_maximises_f1_and_midpoints():
+  candidates = {("a", "1"): 1.5, ("b", "2"): 1.4, ("c", "9"): 1.3, ("d", "4"): 1.2,
+                ("e", "8"): 1.1}
+  gold = {("a", "1"), ("b", "2"), ("d", "4"), ("f", "6")}
+  # Cut after 2: P=1 R=.5 F1=.667; after 4: P=.75 R=.75 F1=.75 (best); after 5: F1=.667.
+  th = retrieval.optimize_threshold(candidates, gold)
+  assert th == pytest.approx((1.2 + 1.1) / 2)
+  out = retrieval.bucc_scores(candidates, gold)
+  assert out["f1"] == pytest.approx(75.0) and out["threshold"] == th
+  # A fixed (dev) threshold is applied as given.
+  assert retrieval.bucc_scores(candidates, gold, threshold=1.45)["precision"] == 100.0
+
+
+def test_threshold_when_best_cut_keeps_everything():
+  candidates = {("a", "1"): 2.0, ("b", "2"): 1.0}
+  assert retrieval.optimize_threshold(candidates, {("a", "1"), ("b", "2")}) == 1.0
+
+
+def test_bucc_candidates_map_ids_and_drop_repeated_sentences():
+  source_ids = ("zh-1", "zh-2", "zh-3", "zh-4")
+  source = ("猫", "狗", "鸟", "狗")  # "狗" twice: no single id, its pairs are dropped
+  english_ids = ("en-7", "en-8", "en-9")
+  english = ("cat", "dog", "bird")
+  emb_src = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 1.0, 0]])
+  emb_en = np.array([[1.0, 0.1, 0], [0.1, 1.0, 0], [0, 0.1, 1.0]])
+  cands = retrieval.bucc_candidates(source_ids, source, emb_src, english_ids, english, emb_en,
+                                    k=2)
+  assert set(cands) == {("zh-1", "en-7"), ("zh-3", "en-9")}
+  with pytest.raises(DataError, match="one row per sentence"):
+    retrieval.bucc_candidates(source_ids, source, emb_src[:3], english_ids, english, emb_en)
