@@ -19,8 +19,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from polyglot import optimizer, sharding
 from polyglot.errors import ConfigError
+from polyglot.models import moe
 from polyglot.models.config import EncoderConfig
+from polyglot.models.heads import MaskedLM
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -82,9 +85,21 @@ def loss_fn(params, *, graphdef: nnx.GraphDef, batch: Batch, total_weight: jax.A
   share = weights.sum() / total_weight
   for name, value in aux.items():
     if name.endswith("_loss"):
-      loss = loss + share * value
-    metrics[name] = share * value
+      value = share * value
+      loss = loss + value
+    metrics[name] = value  # router counts add up over microbatches as they are
   return loss, metrics
+
+
+def router_summary(metrics: Metrics) -> Metrics:
+  """Replaces the MoE router counts with the fraction dropped and the expert load spread."""
+  counts = {k: metrics.pop(k) for k in list(metrics) if k.startswith("moe_")}
+  if not counts:
+    return {}
+  stats = moe.router_metrics(counts)
+  load = stats["expert_load"]  # [e], sums to 1
+  return {"moe_dropped_fraction": stats["dropped_fraction"],
+          "moe_expert_load_max": load.max(), "moe_expert_load_min": load.min()}
 
 
 def _split_microbatches(batch: Batch, n: int) -> Batch:
@@ -129,6 +144,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, graphdef: nnx
   grads, metrics = grads_and_metrics(state.params, graphdef, batch, dropout_rng, loss_cfg)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  metrics |= router_summary(metrics)
   metrics |= {
       "loss": metrics["mlm_loss"] + sum(v for k, v in metrics.items()
                                         if k.endswith("_loss") and k != "mlm_loss"),
@@ -152,6 +168,34 @@ def eval_step(params, batch: Batch, *, graphdef: nnx.GraphDef,
 
 def init_state(params, tx: optax.GradientTransformation) -> TrainState:
   return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+
+@dataclasses.dataclass
+class Setup:
+  """A MaskedLM's graph, optimizer, and abstract train state with its shardings."""
+  graphdef: nnx.GraphDef
+  abstract: TrainState      # ShapeDtypeStructs carrying their shardings
+  shardings: TrainState
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+
+
+def make_setup(cfg: EncoderConfig, mesh: jax.sharding.Mesh, *, optim: optimizer.OptimConfig,
+               num_steps: int, seed: int = 0,
+               rules: sharding.Rules = sharding.DEFAULT_RULES) -> Setup:
+  """Shapes and shardings of the train state, without allocating a parameter."""
+  graphdef, abstract_state, state_sh = sharding.abstract_state(
+      lambda: MaskedLM(cfg, rngs=nnx.Rngs(seed)), mesh, rules)
+  params, param_sh = nnx.to_pure_dict(abstract_state), nnx.to_pure_dict(state_sh)
+  tx, schedule = optimizer.make_optimizer(optim, num_steps)
+  opt = jax.eval_shape(tx.init, params)
+  opt_sh = sharding.optimizer_shardings(tx, opt, param_sh, mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  shardings = TrainState(replicated, param_sh, opt_sh)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, opt),
+                          shardings)
+  return Setup(graphdef, abstract, shardings, tx, schedule)
 
 
 def bind_train_step(graphdef, tx, schedule, loss_cfg):

@@ -40,7 +40,7 @@ class MoEConfig:
   capacity_factor_eval: float = 2.0
   group_size: int = 4096              # tokens per routing group (capacity is per group)
   min_capacity: int = 4
-  router_z_loss_weight: float = 1e-3  # ST-MoE, section 3.1
+  router_z_loss_weight: float = 1e-3  # ST-MoE (Zoph et al., 2022), eq. 5
   load_balance_loss_weight: float = 1e-2  # Switch Transformer, eq. 4
   router_jitter: float = 0.0          # multiplicative input noise, training only
   expert_dropout: float = 0.0         # dropout inside experts, training only

@@ -135,8 +135,9 @@ class Mlp(nnx.Module):
     self.wi = layers.Dense(d, f, ("embed", "mlp"), rngs=rngs, init_std=init_std, dtype=dtype)
     self.wo = layers.Dense(f, d, ("mlp", "embed"), rngs=rngs, init_std=init_std, dtype=dtype)
 
-  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    del rng  # HF applies dropout after the output projection, in the block.
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None,
+               token_mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    del rng, token_mask  # HF applies dropout after the output projection, in the block.
     return self.wo(layers.gelu(self.wi(x))), {}
 
 
@@ -165,13 +166,13 @@ class Block(nnx.Module):
                                         dtype=cfg.dtype)
     self.rate = cfg.dropout_rate
 
-  def __call__(self, x: jax.Array, mask: jax.Array,
-               rng: jax.Array | None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """x: [b, l, d] -> ([b, l, d], aux)."""
+  def __call__(self, x: jax.Array, mask: jax.Array, rng: jax.Array | None,
+               token_mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """x: [b, l, d], token_mask: [b, l] (False on padding: MoE skips it) -> ([b, l, d], aux)."""
     r_attn, r_attn_out, r_ff, r_ff_out = layers.split_rng(rng, 4)
     y = layers.dropout(self.attention(x, mask, r_attn), self.rate, r_attn_out)
     x = self.attention_norm(x + y)
-    y, aux = self.feed_forward(x, r_ff)
+    y, aux = self.feed_forward(x, r_ff, token_mask)
     x = self.output_norm(x + layers.dropout(y, self.rate, r_ff_out))
     return sharding.constrain(x, ACTIVATION_AXES), aux
 
@@ -207,13 +208,14 @@ class Encoder(nnx.Module):
         ACTIVATION_AXES)
     hidden, aux = [x], {}
     for block, rng in zip(self.layers, rngs[1:]):
-      x, block_aux = self._apply_block(block, x, mask, rng)
+      x, block_aux = self._apply_block(block, x, mask, rng, segment_ids > 0)
       aux = _sum_aux(aux, block_aux)
       hidden.append(x)
     return EncoderOutput(x, tuple(hidden) if output_hidden_states else (), aux)
 
-  def _apply_block(self, block: Block, x, mask, rng) -> tuple[jax.Array, dict[str, Any]]:
+  def _apply_block(self, block: Block, x, mask, rng,
+                   token_mask) -> tuple[jax.Array, dict[str, Any]]:
     if self.cfg.remat == "none":
-      return block(x, mask, rng)
+      return block(x, mask, rng, token_mask)
     return nnx.remat(lambda b, *a: b(*a), policy=_remat_policy(self.cfg.remat))(
-        block, x, mask, rng)
+        block, x, mask, rng, token_mask)
