@@ -62,10 +62,11 @@ class Checkpointer:
   def __init__(self, directory: str, cfg: CheckpointConfig = CheckpointConfig(), *,
                read_only: bool = False):
     self.directory = directory
+    self.save_every = cfg.save_every
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep_last, keep_period=cfg.keep_every or None,
-        save_interval_steps=cfg.save_every, enable_async_checkpointing=cfg.async_save,
-        create=not read_only, read_only=read_only)
+        enable_async_checkpointing=cfg.async_save,
+        create=not read_only)  # a reader never saves; Orbax's read_only mode only adds a warning
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
   def steps(self) -> list[int]:
@@ -75,18 +76,21 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def should_save(self, step: int) -> bool:
-    return self._manager.should_save(step)
+    """Every `save_every` steps; the trainer forces the last step and preemption saves."""
+    return step % self.save_every == 0
 
   def save(self, step: int, *, params, opt_state, vocab: bytes, meta: dict[str, Any],
-           data: dict[str, Any] | None, force: bool = False) -> bool:
-    """Starts a save (asynchronous by default); returns whether one was started."""
+           data: dict[str, Any] | None) -> bool:
+    """Starts a save (asynchronous by default) unless `step` is saved already."""
     args = ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         opt_state=ocp.args.StandardSave(opt_state),
         vocab=ocp.args.ArraySave(np.frombuffer(vocab, np.uint8)),
         meta=ocp.args.JsonSave(meta),
         data=ocp.args.JsonSave(data or {}))
-    return self._manager.save(step, args=args, force=force)
+    if step in self._manager.all_steps():
+      return False
+    return self._manager.save(step, args=args, force=True)
 
   def restore(self, abstract_params, abstract_opt_state=None, step: int | None = None
               ) -> Restored:

@@ -67,14 +67,15 @@ class Progress:
   def start(self, step: int) -> None:
     self._t0, self._s0 = time.perf_counter(), step
 
-  def line(self, step: int, loss: float, tokens_per_s: float, mfu: float | None) -> str:
+  def line(self, step: int, loss: float, tokens_per_s: float | None, mfu: float | None) -> str:
     done = step - self._s0
     elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
     eta = elapsed / done * (self.total - step) if done > 0 else float("inf")
     mfu_text = "n/a" if mfu is None else f"{100 * mfu:.1f}%"
+    speed = "-" if tokens_per_s is None else f"{tokens_per_s:,.0f}"
     width = len(str(self.total))
     return (f"step {step:>{width}}/{self.total}  loss {loss:.4f}  "
-            f"{tokens_per_s:,.0f} tok/s  MFU {mfu_text}  ETA {format_duration(eta)}")
+            f"{speed} tok/s  MFU {mfu_text}  ETA {format_duration(eta)}")
 
   def print(self, *args, **kwargs) -> None:
     if self.enabled:

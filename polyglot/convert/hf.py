@@ -36,6 +36,8 @@ HF_ARCHITECTURES = {
 TIED = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias"}
 IGNORED_PREFIXES = ("roberta.pooler.",)
+# Buffers, not parameters, that older transformers versions saved with the weights.
+BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
 class Transform:
@@ -186,7 +188,8 @@ def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> P
   _check_tied(state, head)
   _check_shapes(params, cfg, head)
   unused = sorted(k for k in state if k not in expected and k not in TIED
-                  and not k.startswith(IGNORED_PREFIXES) and _head_of(k) is None)
+                  and not k.startswith(IGNORED_PREFIXES) and not k.endswith(BUFFERS)
+                  and _head_of(k) is None)
   if unused:
     raise ConversionError(f"HF tensors {unused[:5]} have no polyglot counterpart; "
                           "is this an XLM-R checkpoint of the given config?")

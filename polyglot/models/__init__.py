@@ -1,10 +1,11 @@
 """Flax NNX encoders (dense and MoE) and their task heads."""
 from polyglot.models.config import EncoderConfig, MoEConfig, PRESETS, preset
 from polyglot.models.encoder import Encoder, EncoderOutput
-from polyglot.models.heads import (MaskedLM, QuestionAnswering, SequenceClassifier,
-                                   TokenClassifier, pool, sentence_embeddings)
+from polyglot.models.heads import (KINDS, MaskedLM, QuestionAnswering, SequenceClassifier,
+                                   TokenClassifier, build, pool, sentence_embeddings)
 
 __all__ = [
     "EncoderConfig", "MoEConfig", "PRESETS", "preset", "Encoder", "EncoderOutput", "MaskedLM",
-    "SequenceClassifier", "TokenClassifier", "QuestionAnswering", "pool", "sentence_embeddings",
+    "SequenceClassifier", "TokenClassifier", "QuestionAnswering", "KINDS", "build", "pool",
+    "sentence_embeddings",
 ]

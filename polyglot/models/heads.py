@@ -154,3 +154,21 @@ def sentence_embeddings(encoder: Encoder, input_ids: jax.Array, *, layer: int,
   out = encoder(input_ids, output_hidden_states=True)
   segment_ids, _ = default_segments(input_ids, encoder.cfg.pad_id)
   return pool(out.hidden_states[layer], segment_ids, pooling)
+
+
+KINDS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
+
+
+def build(kind: str, cfg: EncoderConfig, *, rngs: nnx.Rngs,
+          num_labels: int | None = None) -> nnx.Module:
+  """The model of `kind` (HF head names, see `polyglot/convert/hf.py`)."""
+  if kind == "masked_lm":
+    return MaskedLM(cfg, rngs=rngs)
+  if kind == "question_answering":
+    return QuestionAnswering(cfg, rngs=rngs)
+  if kind in ("sequence_classification", "token_classification"):
+    if not num_labels or num_labels < 1:
+      raise ConfigError(f"num_labels={num_labels!r} is invalid for {kind}: pass the label count")
+    cls = SequenceClassifier if kind == "sequence_classification" else TokenClassifier
+    return cls(cfg, num_labels, rngs=rngs)
+  raise ConfigError(f"unknown model kind {kind!r}; known: {KINDS}")

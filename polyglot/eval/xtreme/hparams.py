@@ -1,4 +1,4 @@
-"""Per-task XTREME settings: fine-tuning (`TaskHparams`) and retrieval (`RetrievalHparams`).
+"""XTREME settings: fine-tuning (`TaskHparams`), retrieval (`RetrievalHparams`), the run.
 
 Defaults are XTREME's published settings for base-size models, from the
 scripts of google-research/xtreme (`scripts/train_{xnli,pawsx}.sh`): AdamW,
@@ -38,6 +38,9 @@ class TaskHparams:
   # (`--save_steps` with `--save_only_best_checkpoint`); 0 keeps the last step.
   eval_every_steps: int = 100
   seed: int = 42
+  # Stop after this many optimizer steps instead of `num_train_epochs` (HF's
+  # `--max_steps`); 0 trains for the epochs. Smoke runs and tests set it.
+  max_steps: int = 0
 
   def __post_init__(self):
     c = "TaskHparams"
@@ -53,6 +56,8 @@ class TaskHparams:
     _check(self.max_grad_norm > 0, c, "max_grad_norm", self.max_grad_norm, "use a value > 0")
     _check(self.eval_every_steps >= 0, c, "eval_every_steps", self.eval_every_steps,
            "use >= 0 (0: no model selection, keep the last step)")
+    _check(self.max_steps >= 0, c, "max_steps", self.max_steps,
+           "use >= 0 (0: train for num_train_epochs)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +84,27 @@ class RetrievalHparams:
     _check(self.max_seq_length >= 3, c, "max_seq_length", self.max_seq_length,
            "use >= 3 (<s>, a piece, </s>)")
     _check(self.batch_size >= 1, c, "batch_size", self.batch_size, "use >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class XtremeConfig:
+  """Run-wide settings of `python -m polyglot.eval.xtreme`.
+
+  `max_train_examples` and `max_eval_examples` are for smoke runs and tests
+  only: they keep the first N English training examples, and the first N
+  examples (Tatoeba pairs; BUCC gold pairs plus N distractors per side) of
+  every evaluation language and split, so scores are not comparable to
+  XTREME's. 0 keeps everything.
+  """
+  predict_batch_size: int = 64  # rows per prediction/dev-evaluation step
+  max_train_examples: int = 0
+  max_eval_examples: int = 0
+
+  def __post_init__(self):
+    c = "XtremeConfig"
+    _check(self.predict_batch_size >= 1, c, "predict_batch_size", self.predict_batch_size,
+           "use >= 1")
+    _check(self.max_train_examples >= 0, c, "max_train_examples", self.max_train_examples,
+           "use >= 0 (0: all)")
+    _check(self.max_eval_examples >= 0, c, "max_eval_examples", self.max_eval_examples,
+           "use >= 0 (0: all)")

@@ -1,0 +1,59 @@
+"""`polyglot.load`: a checkpoint directory -> model, vocabulary, config.
+
+    model, vocab, cfg = polyglot.load("workdir/demo")
+    logits, _ = model(jnp.asarray([vocab.encode("Habari ya dunia")]))
+
+Everything comes from the checkpoint itself (DESIGN.md): the model kind and
+config and the SentencePiece model are stored beside the parameters.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+from flax import nnx
+
+from polyglot import checkpoint, models
+from polyglot.errors import CheckpointError
+
+
+class Loaded(NamedTuple):
+  model: nnx.Module                  # parameters restored, ready to call
+  vocab: Any                         # polyglot.data.vocab.Vocabulary
+  config: models.EncoderConfig
+  step: int
+  meta: dict[str, Any]               # model kind, labels, operative gin config
+
+
+def build_from_meta(meta: dict[str, Any], rngs: nnx.Rngs) -> nnx.Module:
+  """The (unrestored) model a checkpoint's metadata describes."""
+  cfg = models.EncoderConfig.from_dict(meta["model_config"])
+  labels = meta.get("labels")
+  return models.build(meta.get("model_kind", "masked_lm"), cfg, rngs=rngs,
+                      num_labels=len(labels) if labels else None)
+
+
+def load(checkpoint_dir: str, step: int | None = None,
+         sharding: jax.sharding.Sharding | None = None) -> Loaded:
+  """Restores the newest (or `step`) checkpoint of a workdir or `checkpoints/` directory.
+
+  Parameters land on `sharding` (default: the first device); the optimizer
+  state is not read.
+  """
+  from polyglot.data.vocab import Vocabulary  # pylint: disable=g-import-not-at-top
+  reader = checkpoint.Checkpointer(checkpoint.checkpoint_dir(checkpoint_dir), read_only=True)
+  steps = reader.steps()
+  if not steps:
+    raise CheckpointError(f"no checkpoint in {checkpoint_dir}; pass a training workdir or "
+                          "its checkpoints/ directory")
+  if step is not None and step not in steps:
+    raise CheckpointError(f"no step {step} in {checkpoint_dir}; available steps: {steps}")
+  meta = reader.read_meta(step if step is not None else steps[-1])
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_from_meta(meta, nnx.Rngs(0))))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        nnx.to_pure_dict(abstract))
+  restored = reader.restore(target, step=step)
+  model = nnx.merge(graphdef, restored.params)
+  return Loaded(model, Vocabulary(restored.vocab),
+                models.EncoderConfig.from_dict(meta["model_config"]), restored.step, meta)

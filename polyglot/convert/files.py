@@ -1,0 +1,86 @@
+"""Converters' files: output directories, step-0 polyglot checkpoints, JSON.
+
+A converted checkpoint (`tools/convert_from_hf.py`, `tools/extend_vocab.py`)
+is a workdir-shaped directory that `polyglot.load` and
+`TrainConfig.init_from` read:
+
+  <output_dir>/checkpoints/0/           params, vocabulary, meta (no optimizer state)
+  <output_dir>/sentencepiece.bpe.model  the vocabulary again, for a mixture's
+                                        `vocabulary` binding in gin
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Sequence
+
+import numpy as np
+
+from polyglot import checkpoint
+from polyglot.data.vocab import HF_MODEL_FILENAME, Vocabulary
+from polyglot.errors import ConversionError
+
+CHECKPOINT_ENTRIES = (checkpoint.SUBDIR, HF_MODEL_FILENAME)
+
+
+def prepare_directory(path: str | os.PathLike, *, overwrite: bool, entries: Sequence[str],
+                      source: str | os.PathLike) -> pathlib.Path:
+  """`path`, created if missing.
+
+  A non-empty directory is refused unless `overwrite`; then the `entries` this
+  converter writes are removed (other files are left alone). `path` may not
+  be the `source` being converted.
+  """
+  path = pathlib.Path(path).expanduser().resolve()
+  if path == pathlib.Path(source).expanduser().resolve():
+    raise ConversionError(f"output directory {path} is the input: pass another --output_dir")
+  if path.exists() and not path.is_dir():
+    raise ConversionError(f"output {path} is a file: pass a directory as --output_dir")
+  if path.is_dir() and any(path.iterdir()):
+    if not overwrite:
+      raise ConversionError(f"output directory {path} is not empty: pass --overwrite to "
+                            "replace its files, or choose an empty directory")
+    for name in entries:
+      entry = path / name
+      if entry.is_dir():
+        shutil.rmtree(entry)
+      elif entry.exists():
+        entry.unlink()
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def save_checkpoint(directory: pathlib.Path, params: Any, vocab: Vocabulary,
+                    meta: dict[str, Any]) -> pathlib.Path:
+  """Writes `params` as step 0 of `directory/checkpoints` plus the vocabulary file.
+
+  The optimizer state is a bare step counter: runs start from such a
+  checkpoint through `TrainConfig.init_from`, which reads parameters only.
+  """
+  writer = checkpoint.Checkpointer(str(directory / checkpoint.SUBDIR),
+                                   checkpoint.CheckpointConfig(async_save=False))
+  try:
+    writer.save(0, params=params, opt_state={"step": np.int32(0)}, vocab=vocab.model_bytes,
+                meta=meta, data=None)
+    writer.wait()
+  finally:
+    writer.close()
+  vocab.save(directory)
+  return directory
+
+
+def read_json(path: pathlib.Path) -> dict[str, Any]:
+  """The JSON object in `path`; {} when the file is absent."""
+  if not path.is_file():
+    return {}
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConversionError(f"{path} is not valid JSON ({e}): restore the file from the "
+                          "model's source") from None
+
+
+def write_json(path: pathlib.Path, value: Any) -> None:
+  path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

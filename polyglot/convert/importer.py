@@ -1,0 +1,191 @@
+"""A local Hugging Face XLM-R directory -> a polyglot checkpoint (`tools/convert_from_hf.py`).
+
+    import_hf("models/xlm-roberta-base", "ckpt/xlmr-base")
+
+then continue MLM pretraining from it with `gin/runs/continue_from_hf.gin`.
+
+Reads `config.json` (model_type `xlm-roberta`), the weights and the
+vocabulary `sentencepiece.bpe.model`. Weights are `model.safetensors`, or
+sharded safetensors with their `.index.json`, or else a PyTorch
+`pytorch_model.bin` (sharded likewise) read by `torch.load(weights_only=True)`,
+which rebuilds tensors and never runs pickled code. The vocabulary must have
+XLM-R's layout (polyglot/data/vocab.py) and agree with `config.json` and the
+tokenizer files. The head the weights carry (MLM, sequence or token
+classification, QA) becomes the checkpoint's model kind; floating tensors
+become float32. Output: step 0 of a polyglot checkpoint (polyglot/convert/files.py).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from flax import nnx
+
+from polyglot import api
+from polyglot.convert import files, hf, tokenizer
+from polyglot.data.vocab import HF_MODEL_FILENAME, Vocabulary
+from polyglot.errors import ConversionError, DataError
+from polyglot.models import EncoderConfig
+
+CONFIG = "config.json"
+SAFETENSORS = "model.safetensors"
+PYTORCH = "pytorch_model.bin"
+INDEX_SUFFIX = ".index.json"
+CLASSIFIERS = ("sequence_classification", "token_classification")
+
+
+class Imported(NamedTuple):
+  directory: pathlib.Path
+  kind: str                      # polyglot model kind (masked_lm, ...)
+  config: EncoderConfig
+
+
+def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+              overwrite: bool = False) -> Imported:
+  """Converts the XLM-R model in `hf_dir` into step 0 of a polyglot checkpoint in `output_dir`."""
+  hf_dir = pathlib.Path(hf_dir).expanduser()
+  if not hf_dir.is_dir():
+    raise ConversionError(f"Hugging Face directory {hf_dir} does not exist: pass a local folder "
+                          f"holding {CONFIG}, {SAFETENSORS} and {HF_MODEL_FILENAME}")
+  out = files.prepare_directory(output_dir, overwrite=overwrite,
+                                entries=files.CHECKPOINT_ENTRIES, source=hf_dir)
+  hf_config = read_config(hf_dir)
+  cfg = hf.config_from_hf(hf_config)
+  vocab = read_vocabulary(hf_dir, cfg)
+  state = hf.normalize_names(read_weights(hf_dir))
+  kind = hf.detect_head(state)
+  if kind == "encoder":
+    raise ConversionError(f"the weights in {hf_dir} are a bare XLMRobertaModel without a head; "
+                          "polyglot checkpoints hold a model with a head: convert an "
+                          "XLMRobertaForMaskedLM (or a fine-tuned XLMRobertaFor*) instead")
+  meta = {"model_kind": kind, "model_config": cfg.to_dict(),
+          "origin": f"converted from Hugging Face {hf_dir.resolve()}"}
+  if kind in CLASSIFIERS:
+    meta["labels"] = read_labels(hf_config, hf_dir)
+  params = hf.from_hf(state, cfg, kind)
+  check_shapes(params, meta, hf_dir)
+  files.save_checkpoint(out, params, vocab, meta)
+  return Imported(out, kind, cfg)
+
+
+def read_config(hf_dir: pathlib.Path) -> dict[str, Any]:
+  config = files.read_json(hf_dir / CONFIG)
+  if not config:
+    raise ConversionError(f"{hf_dir} has no {CONFIG}: pass the folder of a saved "
+                          "XLMRobertaFor* model (save_pretrained writes it)")
+  if config.get("model_type") != "xlm-roberta":
+    raise ConversionError(f"{hf_dir / CONFIG} describes a {config.get('model_type')!r} model; "
+                          "only XLM-R models (model_type 'xlm-roberta') convert")
+  return config
+
+
+def read_vocabulary(hf_dir: pathlib.Path, cfg: EncoderConfig) -> Vocabulary:
+  """The directory's SentencePiece model, checked for XLM-R's layout, as a Vocabulary."""
+  path = hf_dir / HF_MODEL_FILENAME
+  if not path.is_file():
+    raise ConversionError(f"{hf_dir} has no {HF_MODEL_FILENAME}: polyglot's vocabulary is "
+                          "XLM-R's SentencePiece model (tokenizer.json alone does not convert); "
+                          "copy it from the model's source")
+  vocab = Vocabulary(path.read_bytes(), name=str(path))
+  try:
+    size = vocab.vocab_size  # parses the model and checks its special ids
+  except DataError as e:
+    raise ConversionError(f"{path} is not an XLM-R tokenizer: {e}") from None
+  if size != cfg.vocab_size:
+    raise ConversionError(f"{path} gives {size} ids (its pieces, <pad> and a final <mask>), "
+                          f"{CONFIG} says vocab_size={cfg.vocab_size}: the tokenizer does not "
+                          "have XLM-R's layout (<mask> last) or belongs to another model")
+  tokenizer.check(hf_dir, vocab)
+  return vocab
+
+
+def read_labels(hf_config: dict[str, Any], hf_dir: pathlib.Path) -> list[str]:
+  """Label names in id order, from `id2label` (JSON keys are strings)."""
+  id2label = hf_config.get("id2label") or {}
+  try:
+    labels = [str(id2label[str(i)]) for i in range(len(id2label))]
+  except KeyError:
+    labels = []
+  if not labels:
+    raise ConversionError(f"{hf_dir / CONFIG} has id2label {id2label}: a classification model "
+                          "needs its labels numbered 0..n-1; fix id2label")
+  return labels
+
+
+def read_weights(hf_dir: pathlib.Path) -> hf.StateDict:
+  """The state dict of `hf_dir`: safetensors first, PyTorch pickles of tensors otherwise."""
+  readers: tuple[tuple[str, Callable[[pathlib.Path], hf.StateDict]], ...] = (
+      (SAFETENSORS, _read_safetensors), (PYTORCH, _read_pytorch))
+  for name, reader in readers:
+    if (hf_dir / name).is_file():
+      return reader(hf_dir / name)
+    index = hf_dir / (name + INDEX_SUFFIX)
+    if index.is_file():
+      return _read_shards(index, reader)
+  raise ConversionError(f"{hf_dir} holds no weights: expected {SAFETENSORS} (or {PYTORCH}, or "
+                        f"shards with their {INDEX_SUFFIX})")
+
+
+def _read_shards(index: pathlib.Path, reader) -> hf.StateDict:
+  shards = sorted(set(files.read_json(index).get("weight_map", {}).values()))
+  if not shards:
+    raise ConversionError(f"{index} lists no shards in its weight_map: restore the file")
+  state: hf.StateDict = {}
+  for shard in shards:
+    path = index.parent / shard
+    if not path.is_file():
+      raise ConversionError(f"{index} lists {shard}, which is missing: copy every shard")
+    state.update(reader(path))
+  return state
+
+
+def _numpy(tensors) -> hf.StateDict:
+  """torch tensors -> numpy; floating ones as float32 (polyglot's parameter dtype)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return {k: (v.to(torch.float32) if v.is_floating_point() else v).numpy()
+          for k, v in tensors.items()}
+
+
+def _read_safetensors(path: pathlib.Path) -> hf.StateDict:
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  try:
+    return _numpy(load_file(str(path)))
+  except (SafetensorError, OSError) as e:
+    raise ConversionError(f"{path} is not a readable safetensors file ({e}): copy it "
+                          "again") from None
+
+
+def _read_pytorch(path: pathlib.Path) -> hf.StateDict:
+  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise ConversionError(f"{path} holds objects other than tensors, which polyglot never "
+                          f"unpickles ({str(e).splitlines()[0]}): convert it to safetensors "
+                          "with a tool you trust") from None
+  except (RuntimeError, EOFError, OSError) as e:
+    raise ConversionError(f"{path} is not a readable PyTorch state dict ({e}): copy it "
+                          "again") from None
+  if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    raise ConversionError(f"{path} is not a state dict of tensors: pass the weights that "
+                          "save_pretrained writes")
+  return _numpy(state)
+
+
+def check_shapes(params: hf.Params, meta: dict[str, Any], hf_dir: pathlib.Path) -> None:
+  """ConversionError unless `params` fit the model that `meta` builds (what polyglot.load does)."""
+  model = nnx.eval_shape(lambda: api.build_from_meta(meta, nnx.Rngs(0)))
+  want = {jax.tree_util.keystr(p): x.shape
+          for p, x in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model)))}
+  got = {jax.tree_util.keystr(p): np.shape(x)
+         for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  for key in sorted(want.keys() | got.keys()):
+    if want.get(key) != got.get(key):
+      raise ConversionError(f"the weights in {hf_dir} give {key} shape {got.get(key)}, the model "
+                            f"{CONFIG} describes expects {want.get(key)}: fix {CONFIG} (sizes, "
+                            "id2label) to match the weights")

@@ -1,0 +1,18 @@
+"""seqio registrations: one Task per (corpus, language), one Mixture per corpus.
+
+Importing `tasks` registers the embedded corpus as the mixture `embedded`
+(the default for demos and tests). Other corpora are registered by one call,
+which gin can bind:
+
+    register_text_directory("/data/cc100", name="cc100", alpha=0.3)
+    register_mc4("/data/tfds", languages=["sw", "zh"])
+    register_wikipedia(["sw", "yo"], "/data/tfds")
+"""
+from tasks.embedded import EMBEDDED, register_embedded
+from tasks.text import register_text_directory
+from tasks.tfds import register_mc4, register_tfds, register_wikipedia
+
+register_embedded()
+
+__all__ = ["EMBEDDED", "register_embedded", "register_text_directory", "register_tfds",
+           "register_mc4", "register_wikipedia"]

@@ -1,0 +1,49 @@
+"""Every gin file parses with unknown bindings rejected; runs build their RunConfig."""
+import pathlib
+
+import gin
+import pytest
+
+from polyglot import configurables, train
+from polyglot.errors import ConfigError
+
+GIN = pathlib.Path(__file__).resolve().parents[1] / "gin"
+FILES = sorted(str(p.relative_to(GIN)) for p in GIN.rglob("*.gin"))
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  gin.add_config_file_search_path(str(GIN))
+  yield
+  gin.clear_config()
+
+
+def test_there_are_gin_files_of_every_kind():
+  kinds = {f.split("/")[0] for f in FILES}
+  assert {"models", "mesh", "data", "runs", "eval"} <= kinds
+  assert "runs/demo.gin" in FILES
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_parses_strictly(name):
+  gin.parse_config_file(str(GIN / name), skip_unknown=False)
+
+
+def test_demo_builds_its_run_config():
+  run = train.parse_gin(["runs/demo.gin"], ["NUM_STEPS = 7"])
+  assert run.model.num_layers == 2 and run.train.num_steps == 7
+  assert run.train.mixture == "embedded" and run.mesh.data == -1
+
+
+def test_model_files_select_their_presets():
+  for name, layers in (("base", 12), ("large", 24), ("xl", 36)):
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([str(GIN / f"models/{name}.gin")], [])
+    run = configurables.run_config()
+    assert run.model.num_layers == layers and run.model.dtype == "bfloat16"
+
+
+def test_unknown_binding_is_a_config_error():
+  with pytest.raises(ConfigError, match="no_such_field"):
+    train.parse_gin(["runs/demo.gin"], ["OptimConfig.no_such_field = 1"])

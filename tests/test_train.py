@@ -1,0 +1,163 @@
+"""`python -m polyglot.train` end to end: learning, exact resume, preemption, bad input.
+
+Runs are subprocesses on a 6-language slice of the embedded corpus, so each
+test sees what a user sees: exit codes, console lines, files in the workdir.
+"""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LANGS = "['eng_Latn', 'fra_Latn', 'swh_Latn', 'rus_Cyrl', 'arb_Arab', 'cmn_Hans']"
+BASE = [
+    "--gin_file=runs/demo.gin",
+    "--gin.TrainConfig.mixture=@embedded_mixture()",
+    f"--gin.embedded_mixture.languages={LANGS}",
+    "--gin.embedded_mixture.name='embedded_six'",
+    "--gin.BATCH_SIZE=8", "--gin.SEQ_LEN=64",
+    "--gin.TrainConfig.log_every=1", "--gin.TrainConfig.eval_every=0",
+    "--gin.TrainConfig.shuffle_buffer=64",
+]
+
+
+def env(devices: int = 1) -> dict[str, str]:
+  e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return e
+
+
+def train_cmd(workdir, *extra) -> list[str]:
+  return [sys.executable, "-m", "polyglot.train", f"--workdir={workdir}", *BASE, *extra]
+
+
+def run(workdir, *extra, devices: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
+  return subprocess.run(train_cmd(workdir, *extra), cwd=REPO, env=env(devices), timeout=timeout,
+                        capture_output=True, text=True)
+
+
+def losses(workdir) -> dict[int, float]:
+  out = {}
+  for line in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    if row["split"] == "train":
+      out[row["step"]] = row["loss"]
+  return out
+
+
+def final_params(workdir, step):
+  from polyglot import checkpoint  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  reader = checkpoint.Checkpointer(str(pathlib.Path(workdir, "checkpoints")), read_only=True)
+  meta = reader.read_meta(step)
+  from polyglot import models  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  cfg = models.EncoderConfig.from_dict(meta["model_config"])
+  abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
+      lambda: models.MaskedLM(cfg, rngs=nnx.Rngs(0)))))
+  return jax.tree.leaves(reader.restore(abstract, step=step).params)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """A 12-step run: the reference for resume and sharding tests."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  proc = run(workdir, "--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_loss_falls_and_the_workdir_is_complete(uninterrupted):
+  workdir, proc = uninterrupted
+  got = losses(workdir)
+  assert sorted(got) == list(range(1, 13))
+  assert np.mean([got[s] for s in (10, 11, 12)]) < np.mean([got[s] for s in (1, 2, 3)]) - 0.3
+  assert "step 12/12" in proc.stdout and "tok/s" in proc.stdout and "done:" in proc.stdout
+  names = {p.name for p in pathlib.Path(workdir, "checkpoints").iterdir()}
+  assert {"6", "12"} <= names
+  assert pathlib.Path(workdir, "config.gin").read_text().count("NUM_STEPS = 12")
+  assert any(pathlib.Path(workdir, "tensorboard").iterdir())
+
+
+def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  args = ("--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6")
+  proc = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, env=env(), text=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  done = tmp_path / "checkpoints" / "6" / "commit_success.txt"
+  deadline = time.time() + 500
+  while not done.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert done.exists(), proc.stderr.read()[-3000:]
+  resumed = run(tmp_path, *args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step 6" in resumed.stderr
+  ours, ref = losses(tmp_path), losses(reference)
+  for step in range(7, 13):
+    assert ours[step] == ref[step], step
+  for a, b in zip(final_params(tmp_path, 12), final_params(reference, 12)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_exits_zero(tmp_path):
+  proc = subprocess.Popen(train_cmd(tmp_path, "--gin.NUM_STEPS=100000",
+                                    "--gin.CheckpointConfig.save_every=100000"),
+                          cwd=REPO, env=env(), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 500
+  while (not metrics.exists() or metrics.stat().st_size == 0) and time.time() < deadline:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(steps) == 1 and steps[0] >= 1 and "preempted: saved step" in err
+
+
+def test_restore_onto_another_mesh(uninterrupted, tmp_path):
+  """Checkpoint 6 of a 1-device run continues on fsdp=8 to the same losses."""
+  reference, _ = uninterrupted
+  import shutil  # pylint: disable=g-import-not-at-top
+  (tmp_path / "checkpoints").mkdir()
+  shutil.copytree(pathlib.Path(reference, "checkpoints", "6"), tmp_path / "checkpoints" / "6")
+  proc = run(tmp_path, "--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6",
+             "--gin.MeshConfig.data=1", "--gin.MeshConfig.fsdp=8", devices=8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  ours, ref = losses(tmp_path), losses(reference)
+  np.testing.assert_allclose([ours[s] for s in range(7, 13)], [ref[s] for s in range(7, 13)],
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gin.OptimConfig.no_such_field=1"], "no_such_field"),
+    (["--gin_file=runs/missing.gin"], "gin file 'runs/missing.gin' not found"),
+    (["--gin.TrainConfig.seq_len=4096"], "exceeds the model's max_len"),
+    (["--gin.MeshConfig.data=3"], "does not fit"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+  proc = run(tmp_path, *args)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0]
+  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  proc = run(tmp_path, "--gin.NUM_STEPS=40", "--gin.CheckpointConfig.save_every=1",
+             "--gin.OptimConfig.learning_rate=1e30", "--gin.OptimConfig.warmup_steps=0",
+             "--gin.OptimConfig.end_learning_rate=0.0")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "loss is nan" in errors[0]
+  import polyglot  # pylint: disable=g-import-not-at-top
+  loaded = polyglot.load(str(tmp_path))
+  assert loaded.step >= 1 and all(np.isfinite(x).all() for x in final_params(tmp_path, loaded.step))
