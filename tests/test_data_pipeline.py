@@ -120,8 +120,9 @@ def test_whole_word_masking_selects_whole_words(mixture, vocab):
 def test_validation_split_is_packed_and_read_once(mixture, vocab):
   batches = list(_iterator(length=256, batch_size=4, split="validation"))
   corpus = sources.embedded_corpus()
-  stream = {lang: sum(len(vocab.encode(line)) + 1 for line in corpus.texts[lang][:corpus.holdout(lang)])
-            for lang in SCRIPTS}
+  held_out = {lang: corpus.texts[lang][:corpus.holdout(lang)] for lang in SCRIPTS}
+  stream = {lang: sum(len(vocab.encode(line)) + 1 for line in lines)  # + </s> per line
+            for lang, lines in held_out.items()}
   segments = 0
   for b in batches:
     for row in range(4):

@@ -6,7 +6,8 @@ Conneau 2019, section 3.1): with `n_i` the size of language i,
     q_i = n_i^alpha / sum_j n_j^alpha,
 
 alpha = 0.3 in XLM-R (section 3.1): small languages are up-sampled, large
-ones down-sampled. Sizes are in UTF-8 bytes (see `sources`); since every
+ones down-sampled. Sizes are in UTF-8 bytes of text (TFDS: stored bytes of
+the split; see `sources`); since every
 training sequence is full (see `preprocessors`), q_i is also language i's
 share of training tokens.
 

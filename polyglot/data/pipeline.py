@@ -9,10 +9,11 @@
 
 Per host (one JAX process): the seqio mixture, read from this host's shard
 (`ShardInfo(jax.process_index(), jax.process_count())`: each language's
-lines are dealt round-robin to hosts) -> language sampling at the mixture's
-rates -> a shuffle buffer of sequences -> `MlmFeatureConverter` (packing,
-masking) -> batches of `batch_size` rows. Fields: `input_ids, targets,
-loss_weights, segment_ids, positions`, int32 [batch_size, length].
+files are dealt to hosts, or its lines when it has fewer files than hosts)
+-> language sampling at the mixture's rates -> a shuffle buffer of chunks ->
+`MlmFeatureConverter` (`<s> chunk </s>`, packing, masking) -> batches of
+`batch_size` rows. Fields: `input_ids, targets, loss_weights, segment_ids,
+positions`, int32 [batch_size, length].
 
 Determinism: every random choice is seeded from `seed` (language sampling,
 shuffle, and stateless masking keyed by row index), and tf.data runs with
@@ -92,9 +93,10 @@ class PipelineConfig:
 
 
 def _read_task(task: seqio.Task, cfg: PipelineConfig, shard: seqio.ShardInfo) -> tf.data.Dataset:
-  """One language's sequences, as `Task.get_dataset` makes them, minus its per-task
-  prefetch and parallel maps: hundreds of languages would each get threads and
-  buffers (measured: 100x slower, megabytes more iterator state)."""
+  """One language's chunks, as `Task.get_dataset` makes them minus its per-task
+  prefetch and parallel map: with hundreds of languages those would give each
+  language its own threads and buffers, and the iterator state would grow
+  with the language count."""
   source = task.source
   if source.supports_arbitrary_sharding or len(source.list_shards(cfg.split)) >= shard.num_shards:
     ds = source.get_dataset(split=cfg.split, shuffle=False, seed=cfg.seed, shard_info=shard)
@@ -242,9 +244,6 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
   shard_index = jax.process_index() if shard_index is None else shard_index
   num_shards = jax.process_count() if num_shards is None else num_shards
   return HostIterator(cfg, shard_index, num_shards)
-
-
-_DONE = object()
 
 
 class DeviceIterator:

@@ -9,16 +9,20 @@ Shapes: l = sequence length, c = l - 2 (stream tokens per sequence).
    repeats forever, so every training chunk is full; a finite stream
    (validation) ends in one shorter chunk.
 2. `MlmFeatureConverter` (after mixing): frames each chunk as
-   `<s> chunk </s>`, packs sequences into rows with seqio's packer (`segment_ids` 1.. per sequence, 0 on padding; `positions`
-   restart at 0 in each), then masks as BERT (section 3.1) and XLM-R do:
-   each non-special token is selected with probability `mask_rate`; a
-   selected token becomes `<mask>` with probability `mask_token_rate`, a
-   random piece with `random_token_rate`, else stays; `loss_weights` is 1 on
-   every selected token (seqio's EncoderFeatureConverter weights only
-   `<mask>` positions, which drops the random and kept 20%).
+   `<s> chunk </s>`, packs sequences into rows with seqio's packer
+   (`segment_ids` 1.. per sequence, 0 on padding; `positions` restart at 0
+   in each), then masks as BERT (section 3.1) and XLM-R do: each token that
+   is not special (`<s> <pad> </s> <unk>`) is selected with probability
+   `mask_rate`; a selected token becomes `<mask>` with probability
+   `mask_token_rate`, a random piece with `random_token_rate`, else stays;
+   `loss_weights` is 1 on every selected token (seqio's
+   EncoderFeatureConverter weights only `<mask>` positions, which drops the
+   random and kept 20%).
    Selection is a Bernoulli draw per token (per word with `whole_word`), as
    in Hugging Face's DataCollatorForLanguageModeling: the share is
-   `mask_rate` in expectation, not exactly per row.
+   `mask_rate` in expectation, not exactly per row. Words are SentencePiece
+   words (`▁`-delimited): in scripts written without spaces (Chinese, Thai)
+   one can span a clause.
 
 Randomness is stateless: the draws for row i come from (seed, i), so a row's
 masking does not depend on how the pipeline was resumed.
@@ -36,6 +40,7 @@ from polyglot.errors import ConfigError
 
 tf = _env.import_tensorflow()
 import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 @dataclasses.dataclass(frozen=True)
 class MlmConfig:

@@ -259,7 +259,8 @@ def _scan(path: pathlib.Path, validation_every: int) -> TextStats:
         line.decode("utf-8")
       except UnicodeDecodeError as e:
         raise DataError(f"{path} line {line_no}: bytes are not UTF-8 ({e.reason} at byte "
-                        f"{e.start}): re-encode the file, e.g. iconv -f <encoding> -t UTF-8") from None
+                        f"{e.start}): re-encode the file, e.g. iconv -f <encoding> -t UTF-8"
+                        ) from None
       num_bytes += len(line)
       num_lines += bool(line.strip())
   if not num_lines:

@@ -35,10 +35,12 @@ from polyglot.data import cache, sources
 from polyglot.errors import ConfigError, DataError
 
 tf = _env.import_tensorflow()
-import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import sentencepiece as spm  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-from sentencepiece import sentencepiece_model_pb2  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow_text as tf_text  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import seqio  # noqa: E402
+import sentencepiece as spm  # noqa: E402
+from sentencepiece import sentencepiece_model_pb2  # noqa: E402
+import tensorflow_text as tf_text  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FIRST_PIECE_ID = 4  # ids below are special: never masked, never drawn as random tokens
@@ -276,7 +278,8 @@ def sample_texts(datasets: Sequence[tf.data.Dataset], rates: Sequence[float], si
 def train_from_mixture(mixture_or_task_name: str, cfg: VocabConfig = VocabConfig()
                        ) -> Vocabulary:
   """Trains on `cfg.sample_size` train-split lines drawn at the mixture's (temperature) rates."""
-  from polyglot.data import mixtures  # pylint: disable=g-import-not-at-top  (mixtures imports vocab)
+  # pylint: disable-next=g-import-not-at-top  (mixtures imports this module)
+  from polyglot.data import mixtures
   provider = mixtures.get_provider(mixture_or_task_name)
   tasks = seqio.get_subtasks(provider)
   rates = ([provider.get_rate(t) for t in tasks] if isinstance(provider, seqio.Mixture)
@@ -318,7 +321,8 @@ def _default_vocabulary() -> Vocabulary:
 
 
 def _train_default(path: pathlib.Path, cfg: VocabConfig) -> None:
-  from polyglot.data import mixtures  # pylint: disable=g-import-not-at-top  (mixtures imports vocab)
+  # pylint: disable-next=g-import-not-at-top  (mixtures imports this module)
+  from polyglot.data import mixtures
   corpus = sources.embedded_corpus()
   rates = mixtures.sampling_rates(corpus.sizes(), mixtures.DEFAULT_ALPHA)
   datasets = [tf.data.Dataset.from_tensor_slices(list(corpus.train_lines(lang)))
