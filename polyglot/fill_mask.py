@@ -12,8 +12,13 @@ token at the mask's position.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import NamedTuple, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
 
 from polyglot.convert import cli
 from polyglot.errors import ConfigError
@@ -46,10 +51,18 @@ def encode(vocab, text: str) -> list[int]:
   return ids + [vocab.eos_id]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef, state, ids: jax.Array) -> jax.Array:
+  """ids: [1, l] -> float32 logits [l, v]."""
+  return nnx.merge(graphdef, state)(ids)[0][0]
+
+
 def predict(loaded, text: str, top_k: int = 5) -> list[list[Prediction]]:
-  """Top-k predictions for each `<mask>` of `text`, in text order; `loaded` is `polyglot.load`'s."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  """Top-k predictions for each `<mask>` of `text`, in text order; `loaded` is `polyglot.load`'s.
+
+  The ids are padded to the model's max_len (padding is masked out), so one compiled
+  forward pass serves every text.
+  """
   check_request(text, top_k)
   kind = loaded.meta.get("model_kind", "masked_lm")
   if kind != "masked_lm":
@@ -60,8 +73,9 @@ def predict(loaded, text: str, top_k: int = 5) -> list[list[Prediction]]:
   if len(ids) > loaded.config.max_len:
     raise ConfigError(f"text is {len(ids)} tokens with <s> and </s>, the model takes at most "
                       f"{loaded.config.max_len}: shorten it")
-  logits, _ = loaded.model(jnp.asarray([ids], jnp.int32))
-  logits = np.asarray(logits[0], np.float64)  # [l, v]
+  padded = np.full((1, loaded.config.max_len), vocab.pad_id, np.int32)
+  padded[0, :len(ids)] = ids
+  logits = np.asarray(_logits(*nnx.split(loaded.model), padded), np.float64)  # [max_len, v]
   out = []
   for pos in np.flatnonzero(np.asarray(ids) == vocab.mask_id):
     probs = np.exp(logits[pos] - logits[pos].max())

@@ -104,18 +104,23 @@ def _data_lib():
   return mixtures, pipeline
 
 
-def make_data(tc: TrainConfig, split: str, batch_sharding, seed: int):
-  """This host's iterator of global batches for `split`."""
+def host_data(tc: TrainConfig, split: str, seed: int):
+  """This host's iterator of host batches for `split`."""
   _, pipeline = _data_lib()
   from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
   if tc.batch_size % jax.process_count():
     raise ConfigError(f"TrainConfig.batch_size={tc.batch_size} does not split over "
                       f"{jax.process_count()} processes: use a multiple of the process count")
-  host = pipeline.make_iterator(
+  return pipeline.make_iterator(
       tc.mixture, length=tc.seq_len, batch_size=tc.batch_size // jax.process_count(),
       seed=seed, split=split, shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
       mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking))
-  return pipeline.DeviceIterator(host, batch_sharding)
+
+
+def make_data(tc: TrainConfig, batch_sharding, seed: int):
+  """This host's prefetching iterator of global training batches."""
+  _, pipeline = _data_lib()
+  return pipeline.DeviceIterator(host_data(tc, "train", seed), batch_sharding)
 
 
 def vocabulary(tc: TrainConfig):
@@ -214,23 +219,37 @@ def check_finite(step: int, metrics: dict[str, float], last_saved: int | None) -
                         "OptimConfig.learning_rate or raise warmup_steps and resume")
 
 
-def evaluate(eval_fn, params, tc: TrainConfig, batch_sharding) -> dict[str, float]:
-  """Mean MLM loss and accuracy over the first `eval_batches` held-out batches."""
-  it = make_data(tc, "validation", batch_sharding, tc.seed)
-  totals: dict[str, float] = {}
-  n = 0
-  try:
-    for _ in range(tc.eval_batches):
-      try:
-        batch = next(it)
-      except StopIteration:
-        break
-      for k, v in _host_metrics(eval_fn(params, batch)).items():
-        totals[k] = totals.get(k, 0.0) + v
-      n += 1
-  finally:
-    it.close()
-  return {k: v / n for k, v in totals.items()} if n else {}
+class Evaluator:
+  """Mean MLM loss and accuracy over the first `eval_batches` held-out batches.
+
+  The validation pipeline is built once (building it costs tens of
+  milliseconds per language) and rewound to its start for every evaluation,
+  so each evaluation sees the same batches.
+  """
+
+  def __init__(self, tc: TrainConfig, batch_sharding):
+    self.tc, self.batch_sharding = tc, batch_sharding
+    self.host = host_data(tc, "validation", tc.seed)
+    self.start = self.host.get_state()
+
+  def __call__(self, eval_fn, params) -> dict[str, float]:
+    _, pipeline = _data_lib()
+    self.host.set_state(self.start)
+    it = pipeline.DeviceIterator(self.host, self.batch_sharding)
+    totals: dict[str, float] = {}
+    n = 0
+    try:
+      for _ in range(self.tc.eval_batches):
+        try:
+          batch = next(it)
+        except StopIteration:
+          break
+        for k, v in _host_metrics(eval_fn(params, batch)).items():
+          totals[k] = totals.get(k, 0.0) + v
+        n += 1
+    finally:
+      it.close()
+    return {k: v / n for k, v in totals.items()} if n else {}
 
 
 def train(run: RunConfig, workdir: str, gin_config: str = "",
@@ -256,7 +275,7 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
 
   setup = make_setup(cfg, run, mesh)
   ck = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
-  data = make_data(tc, "train", batch_sh, tc.seed)
+  data = make_data(tc, batch_sh, tc.seed)
   if ck.latest_step() is not None:
     state, data_states, start = restore_state(ck, setup)
     if data_states and len(data_states) == jax.process_count():
@@ -266,7 +285,7 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
                   "data stream restarts with seed %d", len(data_states or ()),
                   jax.process_count(), tc.seed + start)
       data.close()
-      data = make_data(tc, "train", batch_sh, tc.seed + start)
+      data = make_data(tc, batch_sh, tc.seed + start)
     log.info("resumed from step %d in %s", start, ck.directory)
   else:
     state, start = fresh_state(setup, cfg, run, mesh, vocab), 0
@@ -295,20 +314,25 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
                 data.get_state())})
     last_saved = step
 
+  evaluator = Evaluator(tc, batch_sh) if tc.eval_every else None
   logged: dict[str, float] = {}
   step, window_start, t0 = start, start, time.perf_counter()
   try:
     with sharding.use_mesh(mesh, run.rules):
       progress.start(start)
+      window, window_steps = None, 0  # metrics summed on device since the last log line
       while step < tc.num_steps:
         state, metrics = step_fn(state, next(data), rng)
+        window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
+        window_steps += 1
         step += 1
         if step == start + 1:  # the first step compiled: time from here
           jax.block_until_ready(metrics)
           window_start, t0 = step, time.perf_counter()
           progress.start(step)
         if step % tc.log_every == 0 or step == tc.num_steps:
-          logged = _host_metrics(metrics)
+          logged = {k: v / window_steps for k, v in _host_metrics(window).items()}
+          window, window_steps = None, 0
           check_finite(step, logged, last_saved)
           tokens_per_s = mfu = None
           if step > window_start:  # none right after the compiling first step
@@ -320,7 +344,8 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
           progress.print(step, logged["loss"], tokens_per_s, mfu)
           window_start, t0 = step, time.perf_counter()
         if tc.eval_every and (step % tc.eval_every == 0 or step == tc.num_steps):
-          writer.scalars(step, evaluate(eval_fn, state.params, tc, batch_sh), prefix="eval")
+          writer.scalars(step, evaluator(eval_fn, state.params), prefix="eval")
+          window_start, t0 = step, time.perf_counter()  # throughput counts training only
         if preemption.requested():
           save(step, metrics, force=True)
           log.warning("preempted: saved step %d in %s", step, ck.directory)

@@ -25,7 +25,7 @@ from polyglot import models, sharding, train
 from polyglot.convert import export, hf
 from polyglot.data import sources
 from polyglot.data import vocab as vocab_lib
-from polyglot.errors import CheckpointError, ConfigError
+from polyglot.errors import CheckpointError, ConfigError, ConversionError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -152,6 +152,25 @@ def test_pytorch_bin_imports_by_weights_only_unpickling(exported, tmp_path):
     assert np.array_equal(a, b)
 
 
+def test_sharded_safetensors_import(exported, tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  _, hf_dir, params = exported["token_classification"]
+  state = load_file(str(hf_dir / "model.safetensors"))
+  target = copy_without_weights(hf_dir, tmp_path)
+  names = sorted(state)
+  weight_map = {}
+  for i, part in enumerate((names[:len(names) // 2], names[len(names) // 2:])):
+    shard = f"model-{i + 1:05d}-of-00002.safetensors"
+    save_file({k: state[k] for k in part}, str(target / shard), metadata={"format": "pt"})
+    weight_map |= {k: shard for k in part}
+  (target / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  assert hf_testing.run_tool("convert_from_hf", f"--hf_dir={target}",
+                             f"--output_dir={tmp_path / 'out'}") == 0
+  again = hf.params_of(polyglot.load(str(tmp_path / "out")).model)
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params)):
+    assert np.array_equal(a, b)
+
+
 class Payload:
   """Unpickling this would create `marker`: pickled code that must never run."""
 
@@ -194,15 +213,26 @@ def test_tokenizers_give_polyglot_ids_on_the_embedded_corpus(exported, vocab, co
     assert rust.encode(text).ids == want, text
 
 
-def test_moe_checkpoint_is_refused(vocab, tmp_path, capsys):
-  cfg = models.preset("moe_tiny", vocab_size=vocab.vocab_size)
-  hf_testing.save_checkpoint(tmp_path / "moe", "masked_lm", cfg, vocab)
-  code = hf_testing.run_tool("convert_to_hf", f"--checkpoint_dir={tmp_path / 'moe'}",
+@pytest.mark.parametrize("preset,message", [
+    ("moe_tiny", "Mixture-of-Experts model (4 experts): transformers has no class for it"),
+    ("tiny", "holds a 8000-id vocabulary for a 1000-id model"),
+])
+def test_export_refuses_what_hf_cannot_hold(vocab, tmp_path, capsys, preset, message):
+  hf_testing.save_checkpoint(tmp_path / "ckpt", "masked_lm", models.preset(preset), vocab)
+  code = hf_testing.run_tool("convert_to_hf", f"--checkpoint_dir={tmp_path / 'ckpt'}",
                              f"--output_dir={tmp_path / 'hf'}")
   errors = hf_testing.error_lines(capsys.readouterr().err)
-  assert code == 1 and len(errors) == 1
-  assert "Mixture-of-Experts" in errors[0] and "transformers has no class" in errors[0]
-  assert not (tmp_path / "hf" / "model.safetensors").exists()
+  assert code == 1 and len(errors) == 1 and message in errors[0], errors
+  assert not (tmp_path / "hf").exists()
+
+
+def test_output_may_not_be_the_input_or_a_file(exported, tmp_path):
+  checkpoint_dir = exported["masked_lm"][0]
+  with pytest.raises(ConversionError, match="is the input"):
+    export.export_checkpoint(checkpoint_dir, checkpoint_dir)
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ConversionError, match="is a file"):
+    export.export_checkpoint(checkpoint_dir, tmp_path / "file")
 
 
 def test_output_directory_needs_overwrite(exported, tmp_path, capsys):
@@ -247,6 +277,11 @@ def _drop_heads(path: pathlib.Path) -> None:
   save_file(state, str(path), metadata={"format": "pt"})
 
 
+def _replace_weights(directory: pathlib.Path, name: str, write) -> None:
+  (directory / "model.safetensors").unlink()
+  write(directory / name)
+
+
 BAD_HF_DIRS = {
     "missing": ("masked_lm", lambda d, c: shutil.rmtree(d), "does not exist"),
     "no_config": ("masked_lm", lambda d, c: (d / "config.json").unlink(), "has no config.json"),
@@ -264,6 +299,22 @@ BAD_HF_DIRS = {
                      "bare XLMRobertaModel"),
     "no_weights": ("masked_lm", lambda d, c: (d / "model.safetensors").unlink(),
                    "holds no weights"),
+    "broken_config": ("masked_lm", lambda d, c: (d / "config.json").write_text("{"),
+                      "is not valid JSON"),
+    "mask_token": ("masked_lm", lambda d, c: _edit_json(d / "tokenizer_config.json",
+                                                        mask_token="[MASK]"),
+                   "mask_token '[MASK]'"),
+    "empty_index": ("masked_lm", lambda d, c: _replace_weights(
+        d, "model.safetensors.index.json", lambda p: p.write_text("{}")), "lists no shards"),
+    "corrupt_weights": ("masked_lm", lambda d, c: (d / "model.safetensors").write_bytes(
+        b"\x08\x00\x00\x00\x00\x00\x00\x00not json"), "not a readable safetensors file"),
+    "tensor_list": ("masked_lm", lambda d, c: _replace_weights(
+        d, "pytorch_model.bin", lambda p: torch.save([torch.zeros(2)], p)),
+                    "not a state dict of tensors"),
+    "missing_shard": ("masked_lm", lambda d, c: _replace_weights(
+        d, "model.safetensors.index.json", lambda p: p.write_text(json.dumps(
+            {"weight_map": {"lm_head.bias": "model-00001-of-00002.safetensors"}}))),
+                      "which is missing"),
     "labels": ("sequence_classification", lambda d, c: _edit_json(
         d / "config.json", id2label={"0": "a", "1": "b"}), "id2label"),
 }
@@ -279,7 +330,7 @@ def test_bad_hf_directories_are_one_line_errors(exported, corpus, tmp_path, caps
                              f"--output_dir={tmp_path / 'out'}")
   errors = hf_testing.error_lines(capsys.readouterr().err)
   assert code == 1 and len(errors) == 1 and message in errors[0], errors
-  assert not (tmp_path / "out" / "checkpoints").exists()
+  assert not (tmp_path / "out").exists()  # inputs are checked before anything is written
 
 
 def test_init_from_takes_the_checkpoints_model_and_checks_its_vocabulary(exported, vocab,

@@ -68,7 +68,8 @@ def final_params(workdir, step):
 def uninterrupted(tmp_path_factory):
   """A 12-step run: the reference for resume and sharding tests."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  proc = run(workdir, "--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6")
+  proc = run(workdir, "--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6",
+             "--gin.TrainConfig.eval_every=6", "--gin.TrainConfig.eval_batches=2")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
 
@@ -77,6 +78,9 @@ def test_loss_falls_and_the_workdir_is_complete(uninterrupted):
   workdir, proc = uninterrupted
   got = losses(workdir)
   assert sorted(got) == list(range(1, 13))
+  rows = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
+  evals = [r for r in rows if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [6, 12] and evals[1]["mlm_loss"] < evals[0]["mlm_loss"]
   assert np.mean([got[s] for s in (10, 11, 12)]) < np.mean([got[s] for s in (1, 2, 3)]) - 0.3
   assert "step 12/12" in proc.stdout and "tok/s" in proc.stdout and "done:" in proc.stdout
   names = {p.name for p in pathlib.Path(workdir, "checkpoints").iterdir()}
@@ -86,6 +90,7 @@ def test_loss_falls_and_the_workdir_is_complete(uninterrupted):
 
 
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
+  """The reference also evaluated at step 6: evaluation leaves the training stream alone."""
   reference, _ = uninterrupted
   args = ("--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6")
   proc = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, env=env(), text=True,

@@ -185,6 +185,14 @@ def test_bad_arguments_are_one_line_errors(base, tmp_path, capsys, args, code, m
   assert got == code and len(errors) == 1 and message in errors[0], errors
 
 
+def test_a_non_empty_output_is_refused_before_training(base, tmp_path, capsys):
+  (tmp_path / "notes.txt").write_text("mine")
+  got = hf_testing.run_tool("extend_vocab", f"--checkpoint_dir={base[0]}",
+                            f"--output_dir={tmp_path}", "--mixture=no_such_mixture")
+  errors = hf_testing.error_lines(capsys.readouterr().err)
+  assert got == 1 and len(errors) == 1 and "not empty" in errors[0], errors
+
+
 def test_a_classifier_checkpoint_is_refused(base, corpus, tmp_path, capsys):
   _, vocab, _ = base
   cfg = models.preset("tiny", vocab_size=vocab.vocab_size, max_len=64)

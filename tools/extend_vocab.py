@@ -18,8 +18,9 @@ from polyglot.convert import cli
 
 def extend(args) -> str:
   import tasks  # pylint: disable=g-import-not-at-top  (registers mixtures)
-  from polyglot.convert import vocab_extension  # pylint: disable=g-import-not-at-top
+  from polyglot.convert import files, vocab_extension  # pylint: disable=g-import-not-at-top
   from polyglot.data import vocab  # pylint: disable=g-import-not-at-top
+  files.check_output(args.output_dir, overwrite=args.overwrite, source=args.checkpoint_dir)
   cfg = vocab_extension.ExtensionConfig(init=args.init, init_std=args.init_std, seed=args.seed)
   vocab_cfg = vocab.VocabConfig(vocab_size=args.vocab_size,
                                 character_coverage=args.character_coverage,

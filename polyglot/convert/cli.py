@@ -2,7 +2,8 @@
 
 Every error is one line, `error: <message>`, on stderr. Exit codes: 2 for bad
 arguments or configuration values, 1 for inputs that cannot be used (a
-missing checkpoint, weights of another model), 0 on success.
+missing checkpoint, weights of another model, an unwritable directory), 0 on
+success.
 """
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ def main(parser: ArgumentParser, action: Callable[[argparse.Namespace], str],
   try:
     print(action(args))
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
+    _error(e)
     return 2
-  except PolyglotError as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (PolyglotError, OSError) as e:  # OSError: an unreadable input, an unwritable output
+    _error(e)
     return 1
   return 0
+
+
+def _error(e: Exception) -> None:
+  print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)

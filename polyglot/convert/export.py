@@ -35,8 +35,7 @@ class Exported(NamedTuple):
 def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                       step: int | None = None, overwrite: bool = False) -> Exported:
   """Writes the newest (or `step`) checkpoint of `checkpoint_dir` as an HF model directory."""
-  out = files.prepare_directory(output_dir, overwrite=overwrite, entries=ENTRIES,
-                                source=checkpoint_dir)
+  out = files.check_output(output_dir, overwrite=overwrite, source=checkpoint_dir)
   loaded = api.load(os.fspath(checkpoint_dir), step)
   cfg, kind = loaded.config, loaded.meta.get("model_kind", "masked_lm")
   if cfg.moe is not None:
@@ -49,6 +48,7 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
                           "export a checkpoint written by polyglot.train or a polyglot tool")
   state = hf.to_hf(hf.params_of(loaded.model), cfg, kind)
   labels = loaded.meta.get("labels")
+  files.clear_output(out, ENTRIES)
   write_config(out, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
   write_weights(out / WEIGHTS, state)
   tokenizer.save(loaded.vocab, out, cfg.max_len)

@@ -25,40 +25,41 @@ from polyglot.errors import ConversionError
 CHECKPOINT_ENTRIES = (checkpoint.SUBDIR, HF_MODEL_FILENAME)
 
 
-def prepare_directory(path: str | os.PathLike, *, overwrite: bool, entries: Sequence[str],
-                      source: str | os.PathLike) -> pathlib.Path:
-  """`path`, created if missing.
-
-  A non-empty directory is refused unless `overwrite`; then the `entries` this
-  converter writes are removed (other files are left alone). `path` may not
-  be the `source` being converted.
-  """
+def check_output(path: str | os.PathLike, *, overwrite: bool,
+                 source: str | os.PathLike) -> pathlib.Path:
+  """`path` resolved, if it may be written: not the `source` being converted, not a file, and
+  empty or missing unless `overwrite`. Nothing is written yet."""
   path = pathlib.Path(path).expanduser().resolve()
   if path == pathlib.Path(source).expanduser().resolve():
     raise ConversionError(f"output directory {path} is the input: pass another --output_dir")
   if path.exists() and not path.is_dir():
     raise ConversionError(f"output {path} is a file: pass a directory as --output_dir")
-  if path.is_dir() and any(path.iterdir()):
-    if not overwrite:
-      raise ConversionError(f"output directory {path} is not empty: pass --overwrite to "
-                            "replace its files, or choose an empty directory")
-    for name in entries:
-      entry = path / name
-      if entry.is_dir():
-        shutil.rmtree(entry)
-      elif entry.exists():
-        entry.unlink()
-  path.mkdir(parents=True, exist_ok=True)
+  if path.is_dir() and any(path.iterdir()) and not overwrite:
+    raise ConversionError(f"output directory {path} is not empty: pass --overwrite to "
+                          "replace its files, or choose an empty directory")
   return path
+
+
+def clear_output(path: pathlib.Path, entries: Sequence[str]) -> None:
+  """Creates `path`, removing the `entries` a converter writes (other files stay)."""
+  for name in entries:
+    entry = path / name
+    if entry.is_dir():
+      shutil.rmtree(entry)
+    elif entry.exists():
+      entry.unlink()
+  path.mkdir(parents=True, exist_ok=True)
 
 
 def save_checkpoint(directory: pathlib.Path, params: Any, vocab: Vocabulary,
                     meta: dict[str, Any]) -> pathlib.Path:
-  """Writes `params` as step 0 of `directory/checkpoints` plus the vocabulary file.
+  """Writes `params` as step 0 of `directory/checkpoints` plus the vocabulary file, replacing
+  those of an earlier conversion (see `check_output` first).
 
   The optimizer state is a bare step counter: runs start from such a
   checkpoint through `TrainConfig.init_from`, which reads parameters only.
   """
+  clear_output(directory, CHECKPOINT_ENTRIES)
   writer = checkpoint.Checkpointer(str(directory / checkpoint.SUBDIR),
                                    checkpoint.CheckpointConfig(async_save=False))
   try:

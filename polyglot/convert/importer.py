@@ -51,8 +51,7 @@ def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
   if not hf_dir.is_dir():
     raise ConversionError(f"Hugging Face directory {hf_dir} does not exist: pass a local folder "
                           f"holding {CONFIG}, {SAFETENSORS} and {HF_MODEL_FILENAME}")
-  out = files.prepare_directory(output_dir, overwrite=overwrite,
-                                entries=files.CHECKPOINT_ENTRIES, source=hf_dir)
+  out = files.check_output(output_dir, overwrite=overwrite, source=hf_dir)
   hf_config = read_config(hf_dir)
   cfg = hf.config_from_hf(hf_config)
   vocab = read_vocabulary(hf_dir, cfg)
@@ -118,9 +117,7 @@ def read_labels(hf_config: dict[str, Any], hf_dir: pathlib.Path) -> list[str]:
 
 def read_weights(hf_dir: pathlib.Path) -> hf.StateDict:
   """The state dict of `hf_dir`: safetensors first, PyTorch pickles of tensors otherwise."""
-  readers: tuple[tuple[str, Callable[[pathlib.Path], hf.StateDict]], ...] = (
-      (SAFETENSORS, _read_safetensors), (PYTORCH, _read_pytorch))
-  for name, reader in readers:
+  for name, reader in ((SAFETENSORS, _read_safetensors), (PYTORCH, _read_pytorch)):
     if (hf_dir / name).is_file():
       return reader(hf_dir / name)
     index = hf_dir / (name + INDEX_SUFFIX)
@@ -130,7 +127,8 @@ def read_weights(hf_dir: pathlib.Path) -> hf.StateDict:
                         f"shards with their {INDEX_SUFFIX})")
 
 
-def _read_shards(index: pathlib.Path, reader) -> hf.StateDict:
+def _read_shards(index: pathlib.Path, reader: Callable[[pathlib.Path], hf.StateDict]
+                 ) -> hf.StateDict:
   shards = sorted(set(files.read_json(index).get("weight_map", {}).values()))
   if not shards:
     raise ConversionError(f"{index} lists no shards in its weight_map: restore the file")

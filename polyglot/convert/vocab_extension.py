@@ -14,11 +14,12 @@ then continue MLM pretraining from the output with gin/runs/continue_from_hf.gin
 3. `resize`: the word embeddings and the MLM decoder bias grow alike: old rows
    unchanged, `<mask>`'s row moved to the new last id, new rows set by
    `ExtensionConfig.init`:
-   - "normal": N(0, init_std^2) with bias 0, as Glot500 (through Hugging
-     Face's `resize_token_embeddings`, std = initializer_range = 0.02);
+   - "normal": N(0, init_std^2) with bias 0; std 0.02, XLM-R's
+     initializer_range, as Glot500;
    - "mean": the mean of the rows (and biases) of the piece's segmentation
-     under the base vocabulary: its own characters, no word-start prefix
-     added; a piece of characters the base model does not know gets "normal".
+     under the base vocabulary (its own characters, no word-start prefix
+     added, `<unk>` left out); a piece made only of characters the base does
+     not know gets "normal".
 
 Shapes: v=old vocabulary, n=new pieces, d=embed.
 """
@@ -48,7 +49,7 @@ _SPM_UNK = 0  # SentencePiece's own <unk> id in XLM-R's layout
 class ExtensionConfig:
   """How new rows of the embeddings and decoder bias start."""
   init: str = "normal"               # one of INITS
-  init_std: float = 0.02             # "normal" (and "mean"'s fallback): HF initializer_range
+  init_std: float = 0.02             # "normal" (and "mean"'s fallback): XLM-R's initializer_range
   seed: int = 0
 
   def __post_init__(self):
@@ -129,8 +130,7 @@ def extend_checkpoint(checkpoint_dir: str | os.PathLike, new: Vocabulary,
                       output_dir: str | os.PathLike, cfg: ExtensionConfig = ExtensionConfig(),
                       *, step: int | None = None, overwrite: bool = False) -> Extended:
   """Writes step 0 of a checkpoint: the MLM model of `checkpoint_dir` with `new`'s pieces."""
-  out = files.prepare_directory(output_dir, overwrite=overwrite,
-                                entries=files.CHECKPOINT_ENTRIES, source=checkpoint_dir)
+  out = files.check_output(output_dir, overwrite=overwrite, source=checkpoint_dir)
   loaded = api.load(os.fspath(checkpoint_dir), step)
   kind = loaded.meta.get("model_kind", "masked_lm")
   if kind != "masked_lm":
