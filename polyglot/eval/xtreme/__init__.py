@@ -9,8 +9,12 @@ encoder without fine-tuning. Modules, each importable on its own:
 - `metrics`: the scores XTREME reports (seqeval F1, SQuAD/MLQA, BUCC F1);
 - `retrieval`: cosine nearest neighbours (Tatoeba), margin mining (BUCC);
 - `hparams`: per-task fine-tuning settings (XTREME's published values);
-- `report`: results.json, results.md, the plot, and a progress helper.
+- `report`: results.json, results.md, the plot, and a progress helper;
+- `tokenizer`: the checkpoint's SentencePiece model with XLM-R ids and offsets;
+- `finetune`: task models on a mesh, the fine-tuning loop, prediction, scoring;
+- `embed`: sentence embeddings from the frozen encoder (retrieval);
+- `run`: a whole evaluation, resumable (`python -m polyglot.eval.xtreme`).
 
 This package imports nothing heavy at import time; TensorFlow is imported
-only by the TFDS readers.
+only by the TFDS readers and by `polyglot.load` (the vocabulary).
 """

@@ -6,12 +6,13 @@
 
 Fine-tunes on English and predicts every language found (retrieval tasks
 use the frozen encoder), then writes results.json, results.md and
-results.png into --output_dir. Per-task settings come from gin
-(default gin/eval/xtreme.gin, XTREME's published values); a rerun into the
-same --output_dir reuses finished tasks. --mesh shards over the devices as
-gin's MeshConfig says (e.g. --gin_file=mesh/gpu_8.gin); without it the run
-uses one device. Errors print one `error: ...` line: exit 2 for flags and
-configuration, 1 for data and checkpoints.
+results.png into --output_dir. Per-task settings come from gin:
+gin/eval/xtreme.gin (XTREME's published values), then any --gin_file and
+--gin.X=V overrides. A rerun into the same --output_dir reuses finished
+tasks. --mesh shards over the devices as gin's MeshConfig says (e.g.
+--gin_file=mesh/gpu_8.gin); without it the run uses one device. Errors
+print one `error: ...` line: exit 2 for flags and configuration, 1 for data
+and checkpoints.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--output_dir", required=True, help="report, scores and fine-tuned models")
   p.add_argument("--languages", default=None, help="comma-separated (default: all found)")
   p.add_argument("--gin_file", action="append", default=[],
-                 help=f"gin file (repeatable) in the cwd or {GIN_DIR} (default {DEFAULT_GIN})")
+                 help=f"gin file (repeatable) in the cwd or {GIN_DIR}, parsed after "
+                 f"{DEFAULT_GIN}")
   p.add_argument("--mesh", action="store_true",
                  help="shard over gin's MeshConfig (default: one device)")
   args, rest = p.parse_known_args(argv)
@@ -52,7 +54,8 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
   if unknown:
     raise ConfigError(f"unrecognised arguments {unknown}; gin overrides are --gin.NAME=VALUE")
   args.gin_bindings = [a[len("--gin."):] for a in rest]
-  args.gin_file = args.gin_file or [DEFAULT_GIN]
+  # XTREME's settings first; --gin_file adds files (a mesh, smoke-run caps) after them.
+  args.gin_file = [DEFAULT_GIN, *(f for f in args.gin_file if f != DEFAULT_GIN)]
   return args
 
 

@@ -214,7 +214,8 @@ class TaskModel:
       self._compiled[key] = (jax.jit(tx.init, out_shardings=opt_sh), step)
     return self._compiled[key]
 
-  def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  def put_batch(self, batch):
+    """A batch (pytree of [b, ...] arrays) onto the mesh, split over its batch axes."""
     return jax.device_put(batch, sharding.batch_shardings(batch, self.mesh))
 
 
@@ -262,11 +263,18 @@ def predict(tm: TaskModel, params, feats: Sequence[Any], length: int, rows: int,
       part = feats[start:start + rows]
       batch = make_batch(tm.task_type, part, length, rows, tok.pad_id, tok.bos_id,
                          tok.eos_id)
-      out = tm.forward(params, tm.put_batch({"input_ids": batch["input_ids"]})["input_ids"])
+      out = tm.forward(params, tm.put_batch(batch["input_ids"]))
       chunks.append(jax.tree.map(lambda x, n=len(part): np.asarray(x)[:n], out))
   if not chunks:
     raise DataError(f"{desc}: no features to predict")
   return jax.tree.map(lambda *xs: np.concatenate(xs), *chunks)
+
+
+def has_gold(spec: tasks.TaskSpec, examples: Sequence[Any]) -> bool:
+  """False for a QA split whose answers are all empty: an unlabelled copy (the
+  shared TyDi QA GoldP dev files), which would score an empty prediction as an
+  exact match."""
+  return spec.task_type != "qa" or any(a.text.strip() for ex in examples for a in ex.answers)
 
 
 def _is_iob(labels: Sequence[str]) -> bool:
@@ -301,6 +309,7 @@ def evaluate(spec: tasks.TaskSpec, tm: TaskModel, params, data: Split, hp: TaskH
 
 @dataclasses.dataclass(frozen=True)
 class Result:
+  """The selected parameters of a fine-tuning run and how they were chosen."""
   params: Any
   step: int                 # the selected step
   num_steps: int
@@ -342,8 +351,8 @@ def fine_tune(spec: tasks.TaskSpec, tm: TaskModel, hp: TaskHparams, encoder_para
   """Trains the head and encoder on `train`; keeps the best English-dev step."""
   name, n = spec.name, len(train.features)
   if not n:
-    raise DataError(f"{name}: no usable English training example (QA answers must match "
-                    "their answer_start)")
+    raise DataError(f"{name}: no usable English training example; check the train file "
+                    "(QA answers must be the context text at their answer_start)")
   num_steps = num_train_steps(hp, n)
   params = init_params(tm, encoder_params, hp.seed)
   init_opt, step_fn = tm.trainer(optim_config(hp), num_steps)

@@ -174,7 +174,6 @@ class Run:
     self.mesh = make_mesh(request.mesh)
     self.source = Source(request.checkpoint_dir, request.step, self.mesh)
     self.rows = request.config.predict_batch_size
-    self.selection: dict[str, dict[str, Any]] = {}
 
   @property
   def tok(self) -> SentencePieceTokenizer:
@@ -199,22 +198,26 @@ class Run:
     return found
 
   def check_settings(self, specs: list[tasks.TaskSpec]) -> None:
-    """Every length and layer fits the checkpoint's model, before any work starts."""
-    cfg = self.source.cfg
+    """Every length, layer and batch fits the model and mesh, before any work starts."""
+    cfg, multiple = self.source.cfg, finetune.batch_multiple(self.mesh)
     for spec in specs:
-      hp = self.request.hparams[spec.name]
+      hp, name = self.request.hparams[spec.name], spec.name
       if isinstance(hp, RetrievalHparams):
-        embed.check_layer(spec.name, hp, cfg)
+        embed.check_layer(name, hp, cfg)
       elif hp.max_seq_length > cfg.max_len:
-        raise ConfigError(f"{spec.name}/TaskHparams.max_seq_length={hp.max_seq_length} exceeds "
-                          f"the checkpoint's max_len={cfg.max_len}: pass "
-                          f"--gin.{spec.name}/TaskHparams.max_seq_length={cfg.max_len}")
+        raise ConfigError(f"{name}/TaskHparams.max_seq_length={hp.max_seq_length} exceeds the "
+                          f"checkpoint's max_len={cfg.max_len}: pass "
+                          f"--gin.{name}/TaskHparams.max_seq_length={cfg.max_len}")
+      elif hp.batch_size % multiple:
+        raise ConfigError(f"{name}/TaskHparams.batch_size={hp.batch_size} does not split over "
+                          f"the mesh's {multiple} batch shards: pass "
+                          f"--gin.{name}/TaskHparams.batch_size=<a multiple of {multiple}>")
 
   def scores_settings(self, spec: tasks.TaskSpec, data: tasks.TaskData) -> dict[str, Any]:
     r = self.request
     return _normalized({
         "checkpoint": self.source.directory, "step": self.source.step,
-        "data": data.root, "languages": eval_languages(data, r.languages),
+        "data": os.path.abspath(data.root), "languages": eval_languages(data, r.languages),
         "hparams": dataclasses.asdict(r.hparams[spec.name]),
         "max_train_examples": r.config.max_train_examples if spec.fine_tuned else 0,
         "max_eval_examples": r.config.max_eval_examples})
@@ -248,9 +251,8 @@ class Run:
 
   # -- fine-tuned tasks --
 
-  def split(self, spec: tasks.TaskSpec, data: tasks.TaskData, lang: str, split: str,
-            limit: int, training: bool) -> finetune.Split:
-    examples = load_examples(data, lang, split, limit)
+  def split(self, spec: tasks.TaskSpec, lang: str, split: str, examples,
+            training: bool) -> finetune.Split:
     hp = self.request.hparams[spec.name]
     feats = finetune.featurize(spec, examples, self.tok, hp.max_seq_length, training=training)
     return finetune.Split(lang, split, examples, feats)
@@ -260,22 +262,30 @@ class Run:
     """(params, selection info) from finetuned/<task>, or by fine-tuning now and saving."""
     directory = self.out / FINETUNED_DIR / spec.name
     settings = self.finetuned_settings(spec)
-    steps = (checkpoint.Checkpointer(str(directory), read_only=True).steps()
-             if directory.is_dir() else [])
+    reader = (checkpoint.Checkpointer(str(directory), read_only=True) if directory.is_dir()
+              else None)
+    steps = reader.steps() if reader else []
     if steps:
-      reader = checkpoint.Checkpointer(str(directory), read_only=True)
       info = reader.read_meta(steps[-1]).get("xtreme", {})
-      if info.get("settings") != settings:
+      stored = info.get("settings", {})
+      differ = [k for k in settings if stored.get(k) != settings[k]]
+      if differ:
         raise ConfigError(f"{directory} holds a model fine-tuned with other settings "
-                          f"({info.get('settings')}); delete it or pass another --output_dir")
+                          f"({', '.join(differ)} differ); delete it or pass another --output_dir")
       log.info("%s: reusing the fine-tuned model in %s (step %d)", spec.name, directory,
                steps[-1])
       params = reader.restore(checkpoint.abstract(tm.abstract, tm.shardings)).params
       return params, {k: v for k, v in info.items() if k != "settings"}
     hp, cfg, en = self.request.hparams[spec.name], self.request.config, spec.train_language
-    train = self.split(spec, data, en, "train", cfg.max_train_examples, training=True)
-    dev = (self.split(spec, data, en, "dev", cfg.max_eval_examples, training=False)
-           if hp.eval_every_steps and data.has(en, "dev") else None)
+    train = self.split(spec, en, "train", load_examples(data, en, "train",
+                                                        cfg.max_train_examples), training=True)
+    dev = None
+    if hp.eval_every_steps and data.has(en, "dev"):
+      examples = load_examples(data, en, "dev", cfg.max_eval_examples)
+      if finetune.has_gold(spec, examples):
+        dev = self.split(spec, en, "dev", examples, training=False)
+      else:
+        log.warning("%s: English dev has no gold answers: no model selection", spec.name)
     result = finetune.fine_tune(spec, tm, hp, self.source.encoder_params(), train, dev,
                                 self.tok, self.rows)
     info = {"step": result.step, "num_steps": result.num_steps, "dev_score": result.dev_score}
@@ -301,17 +311,26 @@ class Run:
              directory)
 
   def fine_tuned_scores(self, spec: tasks.TaskSpec, data: tasks.TaskData, langs: list[str]):
+    """Scores of every labelled evaluation split; no fine-tuning when none is labelled."""
+    limit = self.request.config.max_eval_examples
+    found = [(lang, data.eval_split(lang)) for lang in langs]
+    found = [(lang, split, load_examples(data, lang, split, limit)) for lang, split in found]
+    unlabelled = [f"{lang}/{split}" for lang, split, ex in found if not finetune.has_gold(spec, ex)]
+    if unlabelled:
+      log.warning("%s: no gold answers in %s (an unlabelled copy): not scored", spec.name,
+                  ", ".join(unlabelled))
+    evals = [self.split(spec, lang, split, ex, training=False) for lang, split, ex in found
+             if finetune.has_gold(spec, ex)]
+    if not evals:
+      return {}, {}, None
     tm = finetune.task_model(spec, self.source.cfg, self.mesh)
     params, info = self.fine_tuned_model(spec, data, tm)
-    hp, limit = self.request.hparams[spec.name], self.request.config.max_eval_examples
+    hp = self.request.hparams[spec.name]
     scores, splits = {}, {}
-    for lang in langs:
-      split = data.eval_split(lang)
-      scores[lang] = finetune.evaluate(
-          spec, tm, params, self.split(spec, data, lang, split, limit, training=False), hp,
-          self.rows, self.tok)
-      splits[lang] = split
-      log.info("%s %s/%s: %s", spec.name, lang, split, _brief(scores[lang]))
+    for s in evals:
+      scores[s.lang] = finetune.evaluate(spec, tm, params, s, hp, self.rows, self.tok)
+      splits[s.lang] = s.split
+      log.info("%s %s/%s: %s", spec.name, s.lang, s.split, _brief(scores[s.lang]))
     return scores, splits, info
 
   # -- retrieval tasks --
