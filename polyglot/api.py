@@ -14,7 +14,6 @@ import jax
 from flax import nnx
 
 from polyglot import checkpoint, models
-from polyglot.errors import CheckpointError
 
 
 class Loaded(NamedTuple):
@@ -42,13 +41,8 @@ def load(checkpoint_dir: str, step: int | None = None,
   """
   from polyglot.data.vocab import Vocabulary  # pylint: disable=g-import-not-at-top
   reader = checkpoint.Checkpointer(checkpoint.checkpoint_dir(checkpoint_dir), read_only=True)
-  steps = reader.steps()
-  if not steps:
-    raise CheckpointError(f"no checkpoint in {checkpoint_dir}; pass a training workdir or "
-                          "its checkpoints/ directory")
-  if step is not None and step not in steps:
-    raise CheckpointError(f"no step {step} in {checkpoint_dir}; available steps: {steps}")
-  meta = reader.read_meta(step if step is not None else steps[-1])
+  step = reader.resolve_step(step)
+  meta = reader.read_meta(step)
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_from_meta(meta, nnx.Rngs(0))))
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),

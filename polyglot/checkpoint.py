@@ -72,6 +72,16 @@ class Checkpointer:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def resolve_step(self, step: int | None = None) -> int:
+    """`step` if it is saved, else the newest; a clear error when there is none."""
+    steps = self.steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {self.directory}; pass the workdir of a "
+                            "polyglot.train run or its checkpoints/ directory")
+    if step is not None and step not in steps:
+      raise CheckpointError(f"no step {step} in {self.directory}; available steps: {steps}")
+    return steps[-1] if step is None else step
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 

@@ -79,3 +79,15 @@ def test_retention_keeps_last_k_plus_every_m(tmp_path):
     save(ck, step, tree())
   ck.wait()
   assert ck.steps() == [4, 8, 9]
+
+
+def test_resolve_step_is_newest_or_named(tmp_path):
+  ck = checkpoint.Checkpointer(str(tmp_path / "c"), checkpoint.CheckpointConfig(save_every=1))
+  with pytest.raises(CheckpointError, match="no checkpoint in"):
+    ck.resolve_step()
+  save(ck, 3, tree())
+  save(ck, 7, tree())
+  ck.wait()
+  assert ck.resolve_step() == 7 and ck.resolve_step(3) == 3
+  with pytest.raises(CheckpointError, match=r"no step 5 .*available steps: \[3, 7\]"):
+    ck.resolve_step(5)

@@ -100,13 +100,7 @@ class Source:
       raise CheckpointError(f"checkpoint dir {checkpoint_dir} does not exist; pass the workdir "
                             "of a polyglot.train run (or its checkpoints/ folder)")
     reader = checkpoint.Checkpointer(self.directory, read_only=True)
-    steps = reader.steps()
-    if not steps:
-      raise CheckpointError(f"no checkpoint in {checkpoint_dir}; pass the workdir of a "
-                            "finished polyglot.train run")
-    if step is not None and step not in steps:
-      raise CheckpointError(f"no step {step} in {checkpoint_dir}; available steps: {steps}")
-    self.step = steps[-1] if step is None else step
+    self.step = reader.resolve_step(step)
     self.meta = reader.read_meta(self.step)
     self.cfg = models.EncoderConfig.from_dict(self.meta["model_config"])
     self.mesh = mesh
