@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from polyglot.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "expert")
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "expert", "layers")
 # Mesh axes that may span the slow links between slices or hosts (data-parallel
 # gradient reductions and FSDP gathers tolerate DCN; tensor and expert
 # all-to-alls do not: MaxText's multi-slice guidance).
@@ -53,7 +53,8 @@ LogicalAxes = Sequence[str | None]
 # Logical name -> mesh axis (or axes), each logical name once (MaxText-style).
 # FSDP shards weights along `embed`; tensor parallelism splits heads, MLP and
 # vocabulary (Megatron); experts live on their own axis (GShard), which also
-# splits the batch outside the expert layers.
+# splits the batch outside the expert layers. The stacked axis of scanned blocks
+# (`EncoderConfig.scan_layers`) stays whole: each scan step reads one layer.
 DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp", "expert")),
     ("length", None),
@@ -63,6 +64,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("expert", "expert"),
+    ("layers", None),
 )
 
 _log = logging.getLogger(__name__)

@@ -7,6 +7,11 @@ here. polyglot parameters are nested dicts as `nnx.to_pure_dict` gives them
 
 Every transform is a transpose or a reshape, so both directions are exact:
 HF -> polyglot -> HF returns bit-identical tensors.
+
+The table names the per-layer layout (`encoder/layers/{i}/...`). A config with
+`scan_layers=True` stores the blocks stacked (polyglot/models/encoder.py);
+`to_hf` unstacks them before the table is applied and `from_hf` stacks them
+after, so the table stays the one source of names.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from polyglot.errors import ConversionError
+from polyglot.models import encoder
 from polyglot.models.config import EncoderConfig
 
 Params = dict[Any, Any]
@@ -117,6 +123,7 @@ def mapping(cfg: EncoderConfig, head: str) -> list[tuple[tuple[Any, ...], str, T
   """(polyglot path, HF name, transform) for every parameter of a model with `head`.
 
   `head="encoder"` maps the bare encoder (HF names keep the `roberta.` prefix).
+  Paths are in the per-layer layout whatever `cfg.scan_layers` says (`per_layer`).
   """
   if head not in HEAD_PARAMS:
     raise ConversionError(f"unknown head {head!r}; known: {[*HEADS, 'encoder']}")
@@ -143,10 +150,39 @@ def _set(tree: dict[Any, Any], path: tuple[Any, ...], value: Any) -> None:
   tree[path[-1]] = value
 
 
+def _with_layers(params: Params, layers: dict[int, Any]) -> Params:
+  """A shallow copy of `params` with `encoder/layers` replaced."""
+  return {**params, "encoder": {**params["encoder"], "layers": layers}}
+
+
+def per_layer(params: Params, cfg: EncoderConfig) -> Params:
+  """Parameters in the per-layer layout of the mapping table: scanned blocks unstacked."""
+  if not cfg.scan_layers:
+    return params
+  layers = params.get("encoder", {}).get("layers", {})
+  groups = cfg.num_layers // cfg.layer_period
+  if (sorted(layers) != list(range(cfg.layer_period))
+      or any(np.shape(x)[:1] != (groups,) for x in jax.tree.leaves(layers))):
+    raise ConversionError(f"parameters are not in the scan_layers=True layout (encoder/layers/"
+                          f"{{j}} for j < {cfg.layer_period}, each [{groups}, ...]); pass the "
+                          "config the model was built with")
+  return _with_layers(params, encoder.unstack_layers(layers, cfg.layer_period))
+
+
+def to_model_layout(params: Params, cfg: EncoderConfig) -> Params:
+  """Parameters in the per-layer layout -> the layout `cfg` builds (stacked if scanned)."""
+  if not cfg.scan_layers:
+    return params
+  return _with_layers(params, encoder.stack_layers(params["encoder"]["layers"],
+                                                   cfg.layer_period))
+
+
 def to_hf(params: Params, cfg: EncoderConfig, head: str) -> StateDict:
   """polyglot parameters -> HF state dict (tied MLM decoder entries included)."""
+  rows = mapping(cfg, head)
+  params = per_layer(params, cfg)
   state = {}
-  for path, name, transform in mapping(cfg, head):
+  for path, name, transform in rows:
     try:
       value = np.asarray(_get(params, path))
     except KeyError as e:
@@ -174,7 +210,8 @@ def detect_head(state: Mapping[str, np.ndarray]) -> str:
 
 
 def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> Params:
-  """HF state dict -> polyglot parameters; every expected tensor must be there, shaped right."""
+  """HF state dict -> polyglot parameters in the layout of `cfg` (stacked if `scan_layers`);
+  every expected tensor must be there, shaped right."""
   state = normalize_names(state)
   rows = mapping(cfg, head)
   expected = {h for _, h, _ in rows}
@@ -193,7 +230,7 @@ def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> P
   if unused:
     raise ConversionError(f"HF tensors {unused[:5]} have no polyglot counterpart; "
                           "is this an XLM-R checkpoint of the given config?")
-  return params
+  return to_model_layout(params, cfg)
 
 
 def _head_of(name: str) -> str | None:

@@ -84,7 +84,14 @@ class EncoderConfig:
   eos_id: int = 2
   dtype: str = "float32"              # compute dtype; parameters are always float32
   remat: str = "none"                 # a name in REMAT_POLICIES
-  attention_impl: str = "xla"         # jax.nn.dot_product_attention implementation
+  # jax.nn.dot_product_attention implementation ("cudnn": flash attention, GPU, bf16).
+  # Attention dropout needs the probabilities, so training with
+  # attention_dropout_rate > 0 takes the explicit softmax path instead.
+  attention_impl: str = "xla"
+  # Stack the blocks' parameters and run them with one jax.lax.scan (MaxText's name):
+  # compile time stays flat with depth. A layout choice only: the same seed gives
+  # the same model either way (polyglot/models/encoder.py).
+  scan_layers: bool = False
   moe: MoEConfig | None = None
 
   def __post_init__(self):
@@ -105,10 +112,22 @@ class EncoderConfig:
     _check(self.remat in REMAT_POLICIES, c, "remat", self.remat, f"use one of {REMAT_POLICIES}")
     _check(self.attention_impl in ATTENTION_IMPLS, c, "attention_impl", self.attention_impl,
            f"use one of {ATTENTION_IMPLS}")
+    _check(self.attention_impl != "cudnn" or self.dtype == "bfloat16", c, "attention_impl",
+           self.attention_impl, "cuDNN flash attention needs dtype='bfloat16'; use 'xla' for float32")
+    _check(isinstance(self.scan_layers, bool), c, "scan_layers", self.scan_layers,
+           "use True or False")
+    _check(not self.scan_layers or self.num_layers % self.layer_period == 0, c, "num_layers",
+           self.num_layers, f"scan_layers=True needs a multiple of moe.every_n_layers="
+           f"{self.layer_period}; change num_layers or set scan_layers=False")
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def layer_period(self) -> int:
+    """Layers in the repeating unit of the stack: `moe.every_n_layers` for MoE, else 1."""
+    return 1 if self.moe is None else self.moe.every_n_layers
 
   @property
   def num_positions(self) -> int:
@@ -145,10 +164,13 @@ PRESETS: dict[str, EncoderConfig] = {
     # H256 L4 A4 I1024, vocab 8000: the CPU benchmark config.
     "small": EncoderConfig(vocab_size=8000, hidden_size=256, num_layers=4, num_heads=4,
                            mlp_dim=1024, max_len=512),
-    # XLM-R (Conneau et al., 2020, table 7) and XLM-R XL (Goyal et al., 2021).
+    # XLM-R (Conneau et al., 2020, table 7) and XLM-R XL (Goyal et al., 2021). base keeps
+    # the per-layer layout of HF imports; the deep presets scan their layers.
     "base": EncoderConfig(),
-    "large": EncoderConfig(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
-    "xl": EncoderConfig(hidden_size=2560, num_layers=36, num_heads=32, mlp_dim=10240),
+    "large": EncoderConfig(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096,
+                           scan_layers=True),
+    "xl": EncoderConfig(hidden_size=2560, num_layers=36, num_heads=32, mlp_dim=10240,
+                        scan_layers=True),
     # MoE variants: sparse MLP every other layer.
     "moe_tiny": EncoderConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                               mlp_dim=128, max_len=128,
@@ -156,7 +178,7 @@ PRESETS: dict[str, EncoderConfig] = {
                                             group_size=256)),
     "moe_base_e8": EncoderConfig(moe=MoEConfig(num_experts=8, top_k=2)),
     "moe_large_e64": EncoderConfig(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096,
-                                   moe=MoEConfig(num_experts=64, top_k=2)),
+                                   scan_layers=True, moe=MoEConfig(num_experts=64, top_k=2)),
 }
 
 

@@ -8,6 +8,20 @@ for the sequences packed in a row and 0 for padding; `positions` restart at 0
 in each segment. Tokens attend only within their own segment. Without
 `segment_ids` and `positions`, both are derived from `input_ids != pad_id`, as
 HF does (`create_position_ids_from_input_ids`).
+
+Two parameter layouts of the blocks (`EncoderConfig.scan_layers`), with p =
+`cfg.layer_period` (MoE `every_n_layers`, else 1) and L = `num_layers`:
+- per layer (default, HF's): `encoder/layers/{i}/...`, i < L, run by a Python
+  loop; compile time grows with L.
+- scanned: `encoder/layers/{j}/...`, j < p, every parameter with a leading
+  axis [L / p] named "layers" (never sharded): entry [g] of `layers/{j}` is
+  layer g * p + j. Dense models have only `layers/0`; an MoE model with
+  every_n_layers=2 keeps its dense blocks in `layers/0` and its MoE blocks in
+  `layers/1`. One `jax.lax.scan` step runs a group of p blocks, and `nnx.vmap`
+  builds each stacked block, so one group is traced and compiled whatever L
+  is. HF conversion unstacks (`unstack_layers`).
+Both layouts draw the same initial values from the same `rngs` and use the
+same dropout keys, so they compute the same function.
 """
 from __future__ import annotations
 
@@ -15,6 +29,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from polyglot import sharding
@@ -22,6 +37,9 @@ from polyglot.models import layers
 from polyglot.models.config import EncoderConfig
 
 ACTIVATION_AXES = ("batch", "length", "embed")
+# The stacked axis of scanned block parameters, a logical name of polyglot/sharding.py.
+LAYERS_AXIS = "layers"
+_LAYERS_METADATA = {nnx.PARTITION_NAME: LAYERS_AXIS}
 
 
 class EncoderOutput(NamedTuple):
@@ -185,13 +203,65 @@ def _sum_aux(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.
   return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
 
 
+def _draws(cfg: EncoderConfig, layer: int) -> int:
+  """Keys that building block `layer` draws from the params stream (`layers.param`: one each)."""
+  block = nnx.eval_shape(lambda: Block(cfg, layer, rngs=nnx.Rngs(0)))
+  return len(jax.tree.leaves(nnx.state(block, nnx.Param)))
+
+
+def _block_builder(cfg: EncoderConfig, layer: int, key: jax.Array):
+  """count -> the block `layer` built from keys fold_in(key, count), fold_in(key, count + 1), ..."""
+  def build(count: jax.Array) -> Block:
+    rngs = nnx.Rngs(params=key)
+    rngs.params.count[...] = count
+    return Block(cfg, layer, rngs=rngs)
+  return build
+
+
+def stacked_blocks(cfg: EncoderConfig, rngs: nnx.Rngs) -> list[Block]:
+  """The p = `cfg.layer_period` blocks of the scanned layout, each built once by `nnx.vmap`.
+
+  Layer g * p + j draws the keys the per-layer loop gives it (the stream's
+  count advanced past the layers before it), so a seed gives the same weights
+  in both layouts, and initialisation too is traced once whatever the depth.
+  """
+  p, groups = cfg.layer_period, cfg.num_layers // cfg.layer_period
+  stream = rngs.params
+  key, start = stream.key[...], stream.count[...]
+  draws = [_draws(cfg, j) for j in range(p)]
+  blocks = []
+  for j in range(p):
+    counts = start + sum(draws[:j]) + sum(draws) * jnp.arange(groups, dtype=start.dtype)  # [L / p]
+    build = nnx.vmap(_block_builder(cfg, j, key), transform_metadata=_LAYERS_METADATA)
+    blocks.append(build(counts))
+  stream.count[...] = start + groups * sum(draws)
+  return blocks
+
+
+def stack_layers(per_layer: dict[int, Any], period: int) -> dict[int, Any]:
+  """Block parameters (pure dicts), per layer {i: ...} -> scanned {j: [L / period, ...]}."""
+  n = len(per_layer)
+  return {j: jax.tree.map(lambda *xs: np.stack(xs),
+                          *(per_layer[i] for i in range(j, n, period)))
+          for j in range(period)}
+
+
+def unstack_layers(scanned: dict[int, Any], period: int) -> dict[int, Any]:
+  """Block parameters (pure dicts), scanned {j: [L / period, ...]} -> per layer {i: ...}."""
+  groups = len(jax.tree.leaves(scanned[0])[0])
+  return {g * period + j: jax.tree.map(lambda x, g=g: x[g], scanned[j])
+          for g in range(groups) for j in range(period)}
+
+
 class Encoder(nnx.Module):
   """Embeddings and `num_layers` blocks: [b, l] ids -> EncoderOutput."""
 
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embeddings = Embeddings(cfg, rngs=rngs)
-    self.layers = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
+    self.layers = nnx.List(
+        stacked_blocks(cfg, rngs) if cfg.scan_layers
+        else [Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
 
   def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None,
                positions: jax.Array | None = None, token_type_ids: jax.Array | None = None, *,
@@ -202,20 +272,53 @@ class Encoder(nnx.Module):
     if segment_ids is None or positions is None:
       segment_ids, positions = default_segments(input_ids, cfg.pad_id)
     mask = attention_mask(segment_ids)
-    rngs = layers.split_rng(dropout_rng, cfg.num_layers + 1)
+    keys = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers + 1)
     x = sharding.constrain(
-        self.embeddings(input_ids, segment_ids, positions, token_type_ids, rngs[0]),
+        self.embeddings(input_ids, segment_ids, positions, token_type_ids,
+                        None if keys is None else keys[0]),
         ACTIVATION_AXES)
-    hidden, aux = [x], {}
-    for block, rng in zip(self.layers, rngs[1:]):
-      x, block_aux = self._apply_block(block, x, mask, rng, segment_ids > 0)
+    run = self._scan if cfg.scan_layers else self._loop
+    last, hidden, aux = run(x, mask, None if keys is None else keys[1:], segment_ids > 0,
+                            output_hidden_states)
+    return EncoderOutput(last, (x, *hidden) if output_hidden_states else (), aux)
+
+  def _loop(self, x, mask, keys, token_mask,
+            keep_hidden: bool) -> tuple[jax.Array, list[jax.Array], dict[str, jax.Array]]:
+    """One block after the other; keys: [L] or None -> ([b, l, d], L x [b, l, d], aux)."""
+    hidden, aux = [], {}
+    for i, block in enumerate(self.layers):
+      x, block_aux = self._apply_block(block, x, mask, None if keys is None else keys[i],
+                                       token_mask)
       aux = _sum_aux(aux, block_aux)
       hidden.append(x)
-    return EncoderOutput(x, tuple(hidden) if output_hidden_states else (), aux)
+    return x, hidden if keep_hidden else [], aux
 
-  def _apply_block(self, block: Block, x, mask, rng,
-                   token_mask) -> tuple[jax.Array, dict[str, Any]]:
+  def _scan(self, x, mask, keys, token_mask,
+            keep_hidden: bool) -> tuple[jax.Array, list[jax.Array], dict[str, jax.Array]]:
+    """`jax.lax.scan` over groups of p blocks; keys: [L] or None; same outputs as `_loop`."""
+    p = self.cfg.layer_period
+    graphdef, state = nnx.split(self.layers)  # every leaf [L / p, ...]
+    keys = None if keys is None else keys.reshape(-1, p)  # [L / p, p]: layer g * p + j at [g, j]
+
+    def group(x, xs):
+      state, keys = xs
+      blocks = nnx.merge(graphdef, nnx.spmd.remove_axis(state, 0, _LAYERS_METADATA))
+      hidden, aux = [], {}
+      for j, block in enumerate(blocks):
+        x, block_aux = self._apply_block(block, x, mask, None if keys is None else keys[j],
+                                         token_mask, prevent_cse=False)
+        aux = _sum_aux(aux, block_aux)
+        hidden.append(x)
+      return x, (jnp.stack(hidden) if keep_hidden else None, aux)  # [p, b, l, d]
+
+    x, (hidden, aux) = jax.lax.scan(group, x, (state, keys))
+    aux = jax.tree.map(lambda a: a.sum(0), aux)  # [L / p, ...] -> [...]
+    return x, list(hidden.reshape(-1, *x.shape)) if keep_hidden else [], aux
+
+  def _apply_block(self, block: Block, x, mask, rng, token_mask, *,
+                   prevent_cse: bool = True) -> tuple[jax.Array, dict[str, Any]]:
     if self.cfg.remat == "none":
       return block(x, mask, rng, token_mask)
-    return nnx.remat(lambda b, *a: b(*a), policy=_remat_policy(self.cfg.remat))(
-        block, x, mask, rng, token_mask)
+    # Inside a scan the loop already keeps XLA from merging recomputation (jax.checkpoint).
+    return nnx.remat(lambda b, *a: b(*a), policy=_remat_policy(self.cfg.remat),
+                     prevent_cse=prevent_cse)(block, x, mask, rng, token_mask)
