@@ -56,6 +56,34 @@ def test_microbatch_accumulation_equals_full_batch():
         trainer.init_state(params, tx), batch, jax.random.key(0))
 
 
+def test_decoder_at_predicted_positions_equals_every_position():
+  graphdef, params, tx, schedule = setup()
+  batch = random_batch()
+  assert batch["loss_weights"].sum(1).max() <= 10  # k = ceil(0.6 x 16) holds every prediction
+  results = {}
+  for rate in (None, 0.6):
+    step = jax.jit(trainer.bind_train_step(graphdef, tx, schedule,
+                                           trainer.LossConfig(prediction_rate=rate)))
+    results[rate] = step(trainer.init_state(params, tx), batch, jax.random.key(0))
+  assert float(results[0.6][1]["mlm_unpredicted"]) == 0.0
+  for name in ("loss", "mlm_accuracy", "grad_norm"):
+    np.testing.assert_allclose(results[None][1][name], results[0.6][1][name], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(results[None][0].params), jax.tree.leaves(results[0.6][0].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_predictions_beyond_the_budget_are_counted_and_the_first_kept():
+  batch = random_batch()
+  selected, left_out = trainer.select_predictions(batch, 2 / 16)  # k = 2
+  per_row = batch["loss_weights"].sum(1)
+  assert float(left_out) == np.maximum(per_row - 2, 0).sum() > 0
+  first_two = [np.flatnonzero(w)[:2] for w in batch["loss_weights"]]
+  for want, at in zip(first_two, np.asarray(selected["predict_at"])):
+    assert list(at[:len(want)]) == list(want) and selected["targets"].shape == (8, 2)
+  with pytest.raises(ConfigError, match="prediction_rate=0"):
+    trainer.LossConfig(prediction_rate=0)
+
+
 def test_steps_lower_the_loss_and_dropout_follows_the_rng():
   graphdef, params, tx, schedule = setup(optimizer.OptimConfig(learning_rate=3e-3, warmup_steps=0))
   step = jax.jit(trainer.bind_train_step(graphdef, tx, schedule, trainer.LossConfig()))

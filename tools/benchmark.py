@@ -1,7 +1,21 @@
 """Throughput benchmarks; one subcommand per thing measured.
 
-  python tools/benchmark.py data                    # embedded mixture at length 512: 1 core, all
-  python tools/benchmark.py data --cores 1 --batches 100 --mixture embedded
+  python tools/benchmark.py train --model small --batch-size 8 --seq-len 128 --compare-hf
+  python tools/benchmark.py train --model large --seq-len 512 --batch-size 32 --dtype bfloat16
+  python tools/benchmark.py scaling --model tiny        # step time vs length, vs experts
+  python tools/benchmark.py data                        # input pipeline at length 512
+
+`train` times the trainer's real `train_step` (jit, donated state, the mesh's
+shardings) on a synthetic masked batch: compile time, then the median of
+`--steps` steps after `--warmup`, each blocked on its result. It reports
+tokens/s, MFU (`polyglot.trainer.flops_per_token` x tokens/s over the
+devices' peak bf16 FLOP/s; n/a on CPU) and peak device memory (the allocator's
+peak on accelerators; XLA's compiled estimate of arguments + outputs + temps
+on CPU). `--compare-hf` then times Hugging Face PyTorch
+`XLMRobertaForMaskedLM` of the same config on the same batch with
+`torch.optim.AdamW` and the same hyperparameters, and prints the ratio. Each
+run prints one JSON line and, unless `--no-record`, appends a row to the
+"Train step" table of docs/benchmarks.md.
 
 `data` measures the host input pipeline (polyglot/data/pipeline.py): input
 tokens per second of finished batches (tokenize, mix, shuffle, pack, mask,
@@ -11,11 +25,26 @@ threadpool of that size; without `--cores` it runs one core, then all cores.
 Results in docs/benchmarks.md.
 """
 import argparse
+import dataclasses
+import datetime
 import json
 import os
+import pathlib
+import platform
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RECORD = REPO / "docs" / "benchmarks.md"
+TRAIN_TABLE_END = "<!-- train rows end -->"
+SCALING_TABLE_END = "<!-- scaling rows end -->"
 
 
 def measure_data(args) -> dict:
@@ -65,10 +94,356 @@ def run_data(args) -> None:
           f"{r['build_s']} | {r['first_batch_s']} | {r['tokens_per_s']:,} |")
 
 
+def synthetic_batch(cfg, batch_size: int, seq_len: int, mask_rate: float = 0.15,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Full rows `<s> random pieces </s>`, `mask_rate` of the pieces replaced by `<mask>`."""
+  rng = np.random.default_rng(seed)
+  targets = rng.integers(4, cfg.mask_id, (batch_size, seq_len), dtype=np.int32)  # no specials
+  targets[:, 0], targets[:, -1] = cfg.bos_id, cfg.eos_id
+  selected = rng.random((batch_size, seq_len)) < mask_rate
+  selected[:, [0, -1]] = False
+  return {"input_ids": np.where(selected, cfg.mask_id, targets).astype(np.int32),
+          "targets": targets, "loss_weights": selected.astype(np.int32),
+          "segment_ids": np.ones((batch_size, seq_len), np.int32),
+          "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch_size, 1))}
+
+
+class Runner(NamedTuple):
+  steps: Callable[[int], list[float]]    # n -> seconds of n training steps, each blocked on
+  report: Callable[[list[float]], dict]  # step seconds -> the measurement
+
+
+def local_runner(step: Callable[[], None], report: Callable[[list[float]], dict]) -> Runner:
+  def steps(n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+      start = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - start)
+    return times
+  return Runner(steps, report)
+
+
+def time_in_turns(runners: list[Runner], warmup: int, steps: int,
+                  rounds: int = 2) -> list[list[float]]:
+  """Step seconds of each runner: warm-up, then `rounds` turns of steps / rounds steps each.
+
+  Turns spread slow drift in the machine's load over both sides. A turn is a
+  block of steps after a pause, not single alternating steps: a thread pool
+  keeps spinning briefly after its last op, which would be charged to the
+  other side.
+  """
+  for runner in runners:
+    runner.steps(warmup)
+  times = [[] for _ in runners]
+  for turn in range(rounds):
+    for runner, t in zip(runners, times):
+      time.sleep(0.5)
+      t += runner.steps(steps // rounds + (turn < steps % rounds))
+  return times
+
+
+def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
+  """The trainer's jitted train_step on the mesh; compiled here, timed by the caller."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from polyglot import models, optimizer, sharding, trainer  # pylint: disable=g-import-not-at-top
+
+  mesh = sharding.make_mesh(sharding.MeshConfig(**_mesh_shape(args.mesh)))
+  loss_cfg = trainer.LossConfig(prediction_rate=args.prediction_rate)
+  optim = optimizer.OptimConfig(learning_rate=1e-4, warmup_steps=0)
+  with sharding.use_mesh(mesh):
+    setup = trainer.make_setup(cfg, mesh, optim=optim, num_steps=10_000)
+    init = lambda: trainer.init_state(
+        nnx.to_pure_dict(nnx.split(models.MaskedLM(cfg, rngs=nnx.Rngs(0)))[1]), setup.tx)
+    state = jax.jit(init, out_shardings=setup.shardings)()
+    batch_sh = sharding.batch_shardings(batch, mesh)
+    device_batch = jax.device_put(batch, batch_sh)
+    step = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, loss_cfg),
+                   in_shardings=(setup.shardings, batch_sh, None),
+                   out_shardings=(setup.shardings, None), donate_argnums=(0,))
+    rng = jax.random.key(0)
+    start = time.perf_counter()
+    compiled = step.lower(state, device_batch, rng).compile()
+    compile_s = time.perf_counter() - start
+
+  def run():
+    nonlocal state
+    state, metrics = compiled(state, device_batch, rng)
+    jax.block_until_ready(metrics["loss"])
+
+  def report(times: list[float]) -> dict:
+    b, l = batch["input_ids"].shape
+    step_s = statistics.median(times)
+    device = jax.devices()[0]
+    peak = trainer.peak_flops(device)
+    flops = trainer.flops_per_token(cfg, l, trainer.decoder_share(loss_cfg, l))
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      memory = stats["peak_bytes_in_use"]
+    else:
+      m = compiled.memory_analysis()
+      memory = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                + m.temp_size_in_bytes)
+    mfu = None if peak is None else round(flops * b * l / step_s / (peak * mesh.size), 4)
+    return {"compile_s": round(compile_s, 2), **_step_stats(times, b * l), "mfu": mfu,
+            "memory_gib": round(memory / 2**30, 3), "devices": f"{mesh.size} x {device.device_kind}"}
+
+  return local_runner(run, report)
+
+
+def hf_runner(cfg, batch: dict[str, np.ndarray]) -> Runner:
+  """HF PyTorch `XLMRobertaForMaskedLM`, same config, batch, AdamW and clipping."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from polyglot.convert import hf  # pylint: disable=g-import-not-at-top
+
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cpu":
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+  torch.manual_seed(0)
+  config = transformers.XLMRobertaConfig(**hf.config_to_hf(cfg))
+  model = transformers.XLMRobertaForMaskedLM(config).to(device).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+  input_ids = torch.from_numpy(batch["input_ids"]).long().to(device)
+  labels = torch.from_numpy(np.where(batch["loss_weights"] > 0, batch["targets"], -100)).long()
+  labels = labels.to(device)
+
+  def run():
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+      loss = model(input_ids=input_ids, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device == "cuda":
+      torch.cuda.synchronize()
+
+  def report(times: list[float]) -> dict:
+    memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {**_step_stats(times, batch["input_ids"].size),
+            "memory_gib": None if memory is None else round(memory, 3),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+  return local_runner(run, report)
+
+
+def hf_process(cfg, batch: dict[str, np.ndarray], workdir: str) -> Runner:
+  """`hf_runner` in a worker process of its own, driven over a pipe.
+
+  PyTorch shares no process with XLA: in one process each library's thread
+  pool slows the other (HF measured 3x slower after an XLA step had run).
+  """
+  np.savez(os.path.join(workdir, "batch.npz"), **batch)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(cfg.to_dict(), f)
+  worker = subprocess.Popen([sys.executable, __file__, "hf-worker", workdir], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+  def ask(request: str):
+    worker.stdin.write(request + "\n")
+    worker.stdin.flush()
+    reply = worker.stdout.readline()
+    if not reply:
+      sys.exit(f"error: the HF PyTorch worker stopped (exit {worker.wait()}); see its error above")
+    return json.loads(reply)
+
+  def report(times: list[float]) -> dict:
+    out = ask("report " + json.dumps(times))
+    worker.stdin.close()
+    worker.wait()
+    return out
+
+  return Runner(lambda n: ask(f"steps {n}"), report)
+
+
+def run_hf_worker(args) -> None:
+  """Serves `hf_process`: 'steps N' -> N step seconds; 'report [..]' -> the measurement."""
+  from polyglot import models  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(args.workdir, "config.json")) as f:
+    cfg = models.EncoderConfig.from_dict(json.load(f))
+  batch = dict(np.load(os.path.join(args.workdir, "batch.npz")))
+  runner = hf_runner(cfg, batch)
+  for line in sys.stdin:
+    command, _, value = line.partition(" ")
+    reply = runner.steps(int(value)) if command == "steps" else runner.report(json.loads(value))
+    print(json.dumps(reply), flush=True)
+
+
+def _step_stats(times: list[float], tokens: int) -> dict:
+  step_s = statistics.median(times)
+  return {"step_ms": round(1e3 * step_s, 2),
+          "step_ms_range": [round(1e3 * min(times), 2), round(1e3 * max(times), 2)],
+          "tokens_per_s": round(tokens / step_s)}
+
+
+def measure(cfg, batch: dict[str, np.ndarray], args, compare_hf: bool = False) -> dict:
+  """{"polyglot": ..., ["hf": ..., "ratio": ...]}, timed in turns; optionally profiled."""
+  import jax  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as workdir:
+    runners = [polyglot_runner(cfg, batch, args)]
+    if compare_hf:
+      runners.append(hf_process(cfg, batch, workdir))
+    profile = getattr(args, "profile", None)
+    if profile:
+      jax.profiler.start_trace(profile)
+    times = time_in_turns(runners, args.warmup, args.steps)
+    if profile:
+      jax.profiler.stop_trace()
+    out = {"polyglot": runners[0].report(times[0])}
+    if compare_hf:
+      out["hf"] = runners[1].report(times[1])
+      out["ratio"] = round(out["polyglot"]["tokens_per_s"] / out["hf"]["tokens_per_s"], 2)
+  return out
+
+
+def _mesh_shape(spec: str) -> dict[str, int]:
+  """'data=-1' or 'data=2,fsdp=4' -> MeshConfig fields."""
+  from polyglot.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  shape = {}
+  for part in filter(None, spec.split(",")):
+    name, _, size = part.partition("=")
+    if not size.lstrip("-").isdigit():
+      raise ConfigError(f"--mesh={spec!r} is invalid: use axis=size pairs such as data=-1,fsdp=2")
+    shape[name.strip()] = int(size)
+  return shape
+
+
+def model_config(args):
+  """The preset named by --model with the command line's overrides."""
+  from polyglot import models  # pylint: disable=g-import-not-at-top
+  overrides = {"dtype": args.dtype, "remat": args.remat, "attention_impl": args.attention}
+  if args.scan is not None:
+    overrides["scan_layers"] = args.scan
+  cfg = models.preset(args.model, **overrides)
+  if cfg.max_len < args.seq_len:
+    cfg = cfg.replace(max_len=args.seq_len)
+  return cfg
+
+
+def hardware() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    cpu = platform.processor() or platform.machine()
+    try:
+      cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                 if line.startswith("model name"))
+    except (OSError, StopIteration):
+      pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores"
+  return f"{jax.device_count()} x {device.device_kind}"
+
+
+def append_row(row: str, marker: str) -> None:
+  """Inserts a markdown table row above `marker` in docs/benchmarks.md."""
+  text = RECORD.read_text()
+  if marker not in text:
+    sys.exit(f"error: {RECORD} has no '{marker}' line; restore the table it ends")
+  RECORD.write_text(text.replace(marker, f"{row}\n{marker}", 1))
+
+
+def command_line() -> str:
+  return "python tools/benchmark.py " + " ".join(sys.argv[1:])
+
+
+def run_train(args) -> None:
+  from polyglot.errors import PolyglotError  # pylint: disable=g-import-not-at-top
+  try:
+    cfg = model_config(args)
+    batch = synthetic_batch(cfg, args.batch_size, args.seq_len)
+    result = {"model": args.model, "batch": f"{args.batch_size}x{args.seq_len}",
+              "dtype": cfg.dtype, "mesh": args.mesh, "remat": cfg.remat,
+              "scan_layers": cfg.scan_layers, "prediction_rate": args.prediction_rate,
+              **measure(cfg, batch, args, args.compare_hf)}
+  except PolyglotError as e:
+    sys.exit(f"error: {e}")
+  result |= {"date": datetime.date.today().isoformat(), "hardware": hardware(),
+             "command": command_line()}
+  print(json.dumps(result))
+  if args.compare_hf:
+    print(f"polyglot {result['polyglot']['tokens_per_s']:,} tokens/s, "
+          f"HF PyTorch {result['hf']['tokens_per_s']:,} tokens/s: {result['ratio']}x",
+          file=sys.stderr)
+  if not args.no_record:
+    p, h = result["polyglot"], result.get("hf", {})
+    mfu = "n/a" if p["mfu"] is None else f"{100 * p['mfu']:.1f}%"
+    append_row(" | ".join([
+        "", result["date"], result["hardware"],
+        f"{args.model} {result['batch']} {cfg.dtype} {args.mesh}", f"`{result['command']}`",
+        f"{p['tokens_per_s']:,}", mfu, f"{p['memory_gib']}", f"{p['compile_s']}",
+        f"{h['tokens_per_s']:,}" if h else "", f"{result['ratio']}x" if h else "", args.note,
+        ""]).strip(),
+        TRAIN_TABLE_END)
+
+
+def run_scaling(args) -> None:
+  """Step time against sequence length (fixed tokens per batch) and expert count (fixed active)."""
+  from polyglot import models  # pylint: disable=g-import-not-at-top
+  base = model_config(args)
+  rows = []
+  for length in args.lengths:
+    cfg = base.replace(max_len=max(base.max_len, length))
+    batch = synthetic_batch(cfg, max(1, args.tokens // length), length)
+    rows.append((f"length {length}", cfg, batch))
+  moe_base = base.moe or models.MoEConfig(num_experts=8, top_k=2, every_n_layers=2)
+  for experts in args.experts:
+    cfg = base.replace(moe=dataclasses.replace(moe_base, num_experts=experts))
+    batch = synthetic_batch(cfg, max(1, args.tokens // args.seq_len), args.seq_len)
+    rows.append((f"{experts} experts top-{moe_base.top_k}", cfg, batch))
+  date, where = datetime.date.today().isoformat(), hardware()
+  for name, cfg, batch in rows:
+    r = measure(cfg, batch, args)["polyglot"]
+    b, l = batch["input_ids"].shape
+    r |= {"model": args.model, "variant": name, "batch": f"{b}x{l}", "date": date,
+          "hardware": where}
+    print(json.dumps(r))
+    if not args.no_record:
+      mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+      append_row(f"| {date} | {where} | {args.model} {cfg.dtype} | {name} | {r['batch']} | "
+                 f"{r['step_ms']} | {r['tokens_per_s']:,} | {mfu} | {r['memory_gib']} | "
+                 f"{r['compile_s']} |", SCALING_TABLE_END)
+  if not args.no_record:
+    print(f"rows appended to {RECORD} (command: {command_line()})", file=sys.stderr)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
+
+  def step_flags(p):
+    p.add_argument("--model", default="small", help="a preset of polyglot.models (tiny, small, "
+                   "base, large, xl, moe_tiny, moe_base_e8, ...)")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
+    p.add_argument("--remat", default="none", help="remat policy (polyglot.models.REMAT_POLICIES)")
+    p.add_argument("--attention", default="xla", help="xla or cudnn (flash attention on GPU)")
+    p.add_argument("--scan", dest="scan", action=argparse.BooleanOptionalAction, default=None,
+                   help="scan over layers (default: the preset's)")
+    p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
+    p.add_argument("--prediction-rate", type=lambda v: None if v == "none" else float(v),
+                   default=0.3, help="LossConfig.prediction_rate ('none': decoder everywhere)")
+    p.add_argument("--steps", type=int, default=20, help="steps timed (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="steps run after compiling, untimed")
+    p.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+
+  train = commands.add_parser("train", help="train-step time, tokens/s, MFU, memory")
+  step_flags(train)
+  train.add_argument("--batch-size", type=int, default=8, help="global rows per step")
+  train.add_argument("--compare-hf", action="store_true",
+                     help="also time HF PyTorch XLMRobertaForMaskedLM on the same batch")
+  train.add_argument("--profile", help="write a jax.profiler trace of the timed steps here")
+  train.add_argument("--note", default="", help="text for the notes column of the recorded row")
+  train.set_defaults(run=run_train)
+
+  scaling = commands.add_parser("scaling", help="step time vs length and vs experts")
+  step_flags(scaling)
+  scaling.add_argument("--tokens", type=int, default=8192, help="tokens per batch, fixed")
+  scaling.add_argument("--lengths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048, 4096])
+  scaling.add_argument("--experts", type=int, nargs="*", default=[8, 16, 32, 64],
+                       help="expert counts at the preset's top-k and expert size")
+  scaling.set_defaults(run=run_scaling)
   data = commands.add_parser("data", help="input pipeline tokens/s")
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
   data.add_argument("--length", type=int, default=512)
@@ -77,6 +452,9 @@ def main() -> None:
   data.add_argument("--warmup", type=int, default=10, help="batches read before timing")
   data.add_argument("--cores", type=int, help="pin to this many cores (default: 1, then all)")
   data.set_defaults(run=run_data)
+  worker = commands.add_parser("hf-worker", help=argparse.SUPPRESS)
+  worker.add_argument("workdir")
+  worker.set_defaults(run=run_hf_worker)
   args = parser.parse_args()
   args.run(args)
 
