@@ -5,8 +5,11 @@
         --gin.NUM_STEPS=100000
 
 Reads in a fixed order (big_vision's trainer): flags and gin, processes,
-logging, mesh, data, model and optimizer shapes, shardings, restore or init,
-the jitted step, the loop. The same command runs on every host of a pod.
+logging (`open_logs`), mesh, data, model and optimizer shapes, shardings and
+the jitted steps (`build`), restore or init (`start_or_resume`), the loop
+(`loop`: `log_train`, `Evaluator`, `save`). The same command runs on every
+host of a pod (`--multihost`, see README); `TrainConfig.data_shards` makes
+the global batches independent of the number of hosts.
 """
 from __future__ import annotations
 
@@ -51,6 +54,11 @@ class TrainConfig:
   mask_rate: float = 0.15             # BERT/XLM-R: 15% of tokens, 80/10/10
   whole_word_masking: bool = False
   shuffle_buffer: int = 512
+  # Input shards, each a stream of batch_size / data_shards rows of every global batch;
+  # process p of P reads shards p*k .. p*k+k-1 (k = data_shards / P). None: one per
+  # process. A fixed number makes the global batches, and the data state in a checkpoint,
+  # independent of the process count (each shard is its own pipeline: keep k small).
+  data_shards: int | None = None
   log_every: int = 10
   eval_every: int = 100               # 0 disables the held-out evaluation
   eval_batches: int = 4
@@ -62,6 +70,9 @@ class TrainConfig:
         raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} is invalid: use >= 1")
     if self.eval_every < 0:
       raise ConfigError(f"TrainConfig.eval_every={self.eval_every} is invalid: use >= 0")
+    if self.data_shards is not None and self.data_shards < 1:
+      raise ConfigError(f"TrainConfig.data_shards={self.data_shards} is invalid: use >= 1, "
+                        "or None for one shard per process")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +86,31 @@ class RunConfig:
   checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig()
   rules: tuple = sharding.DEFAULT_RULES
 
+  def __post_init__(self):
+    rate = self.loss.prediction_rate
+    if rate is not None and rate < 1.5 * self.train.mask_rate:
+      raise ConfigError(f"LossConfig.prediction_rate={rate} is too small for TrainConfig."
+                        f"mask_rate={self.train.mask_rate}: predictions would be left out; "
+                        f"use at least {1.5 * self.train.mask_rate:g} (2 x mask_rate is safe) "
+                        "or None")
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+def any_host(flag: bool) -> bool:
+  """`flag` or-ed over every process, so that all hosts take the same branch."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.process_allgather(np.int32(flag)).max())
+
+
+def all_hosts(flag: bool) -> bool:
+  """`flag` and-ed over every process."""
+  return not any_host(not flag)
+
 
 class Preemption:
   """SIGTERM/SIGINT set a flag; the loop saves at the next step and exits 0."""
@@ -87,11 +123,7 @@ class Preemption:
       signal.signal(sig, lambda *_: self.event.set())
 
   def requested(self) -> bool:
-    flag = np.int32(self.event.is_set())
-    if jax.process_count() > 1:  # every host stops at the same step
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      flag = multihost_utils.process_allgather(flag).max()
-    return bool(flag)
+    return any_host(self.event.is_set())  # every host stops at the same step
 
 
 # ---------------------------------------------------------------------------
@@ -104,16 +136,35 @@ def _data_lib():
   return mixtures, pipeline
 
 
+def shard_range(data_shards: int, batch_size: int, process_index: int,
+                process_count: int) -> range:
+  """The data shards process `process_index` reads: k = data_shards / process_count
+  consecutive ones, so that global rows come in shard order for any process count."""
+  if data_shards % process_count:
+    raise ConfigError(f"TrainConfig.data_shards={data_shards} does not split over "
+                      f"{process_count} processes: use a multiple of the process count")
+  if batch_size % data_shards:
+    raise ConfigError(f"TrainConfig.batch_size={batch_size} does not split into "
+                      f"{data_shards} data shards: use a multiple of {data_shards}")
+  k = data_shards // process_count
+  return range(process_index * k, (process_index + 1) * k)
+
+
+def host_shards(tc: TrainConfig) -> tuple[range, int]:
+  """(this process's data shards, the number of data shards)."""
+  num = tc.data_shards or jax.process_count()
+  return shard_range(num, tc.batch_size, jax.process_index(), jax.process_count()), num
+
+
 def host_data(tc: TrainConfig, split: str, seed: int):
-  """This host's iterator of host batches for `split`."""
+  """This host's iterator of host batches for `split`: its shards' batches, concatenated."""
   _, pipeline = _data_lib()
   from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
-  if tc.batch_size % jax.process_count():
-    raise ConfigError(f"TrainConfig.batch_size={tc.batch_size} does not split over "
-                      f"{jax.process_count()} processes: use a multiple of the process count")
-  return pipeline.make_iterator(
-      tc.mixture, length=tc.seq_len, batch_size=tc.batch_size // jax.process_count(),
-      seed=seed, split=split, shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
+  shards, num = host_shards(tc)
+  return pipeline.make_sharded_iterator(
+      tc.mixture, shards=shards, num_shards=num, length=tc.seq_len,
+      batch_size=tc.batch_size // num, seed=seed, split=split,
+      shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
       mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking))
 
 
@@ -129,15 +180,33 @@ def vocabulary(tc: TrainConfig):
 
 
 def gather_data_states(state: bytes) -> list[str]:
-  """Every process's input-pipeline state (base64), for the checkpoint."""
+  """Every data shard's input-pipeline state (base64, in shard order), for the checkpoint;
+  `state` is this process's (a `ShardedIterator` state)."""
+  _, pipeline = _data_lib()
   if jax.process_count() == 1:
-    return [base64.b64encode(state).decode()]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  lengths = multihost_utils.process_allgather(np.int64(len(state)))
-  buf = np.zeros(int(lengths.max()), np.uint8)
-  buf[:len(state)] = np.frombuffer(state, np.uint8)
-  rows = multihost_utils.process_allgather(buf)
-  return [base64.b64encode(r[:n].tobytes()).decode() for r, n in zip(rows, lengths)]
+    rows = [state]
+  else:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    lengths = multihost_utils.process_allgather(np.int64(len(state)))
+    buf = np.zeros(int(lengths.max()), np.uint8)
+    buf[:len(state)] = np.frombuffer(state, np.uint8)
+    gathered = multihost_utils.process_allgather(buf)
+    rows = [r[:n].tobytes() for r, n in zip(gathered, lengths)]
+  return [base64.b64encode(s).decode() for row in rows for s in pipeline.split_states(row)]
+
+
+def restore_data(data, states: list[str] | None, tc: TrainConfig, batch_sharding, start: int):
+  """`data` moved to this host's shards in `states` (from `gather_data_states`), or, when
+  the checkpoint has another number of data shards, a fresh stream seeded by the step."""
+  _, pipeline = _data_lib()
+  shards, num = host_shards(tc)
+  if states and len(states) == num:
+    data.set_state(pipeline.join_states([base64.b64decode(states[i]) for i in shards]))
+    return data
+  log.warning("the checkpoint's input state is for %s data shards, this run has %d: the "
+              "data stream restarts with seed %d", len(states or ()), num, tc.seed + start)
+  data.close()
+  return make_data(tc, batch_sharding, tc.seed + start)
 
 
 # ---------------------------------------------------------------------------
@@ -172,6 +241,16 @@ def init_config(run: RunConfig) -> models.EncoderConfig:
   return saved.replace(**{f: getattr(run.model, f) for f in INIT_RUN_FIELDS})
 
 
+def model_config(run: RunConfig, vocab) -> models.EncoderConfig:
+  """The model this run trains: the run's preset sized to the vocabulary, or init_from's."""
+  tc = run.train
+  cfg = init_config(run) if tc.init_from else run.model.replace(vocab_size=vocab.vocab_size)
+  if tc.seq_len > cfg.max_len:
+    raise ConfigError(f"TrainConfig.seq_len={tc.seq_len} exceeds the model's max_len="
+                      f"{cfg.max_len}: shorten the sequences or raise EncoderConfig.max_len")
+  return cfg
+
+
 def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig, mesh, vocab):
   """Initialises parameters and optimizer state directly in their shards."""
   def init():
@@ -203,7 +282,69 @@ def restore_state(ck: ckpt_lib.Checkpointer, setup: trainer.Setup):
 
 
 # ---------------------------------------------------------------------------
-# The loop
+# Set-up: what the loop needs, built once
+
+
+@dataclasses.dataclass
+class Job:
+  """A run's parts, built in the fixed order of `build`."""
+  run: RunConfig
+  mesh: Any
+  vocab: Any
+  cfg: models.EncoderConfig
+  batch_sharding: Any
+  setup: trainer.Setup
+  ck: ckpt_lib.Checkpointer
+  meta: dict[str, Any]
+  step_fn: Any
+  eval_fn: Any
+  flops_per_token: float
+  peak_flops: float | None
+
+
+def compile_steps(setup: trainer.Setup, batch_sharding, loss: trainer.LossConfig):
+  """(train step, eval step), jitted with the state and batch shardings."""
+  step_fn = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, loss),
+                    in_shardings=(setup.shardings, batch_sharding, None),
+                    out_shardings=(setup.shardings, None), donate_argnums=(0,))
+  eval_fn = jax.jit(lambda p, b: trainer.eval_step(p, b, graphdef=setup.graphdef,
+                                                   loss_cfg=loss),
+                    in_shardings=(setup.shardings.params, batch_sharding))
+  return step_fn, eval_fn
+
+
+def build(run: RunConfig, workdir: str, gin_config: str) -> Job:
+  """Mesh, vocabulary, model config, shardings, state shapes, checkpointer, steps."""
+  tc = run.train
+  mesh = sharding.make_mesh(run.mesh)
+  vocab = vocabulary(tc)
+  cfg = model_config(run, vocab)
+  host_shards(tc)  # a batch that does not split into the data shards fails before any write
+  batch_shape = jax.ShapeDtypeStruct((tc.batch_size, tc.seq_len), jnp.int32)
+  batch_sh = sharding.batch_shardings(batch_shape, mesh, run.rules)
+  setup = make_setup(cfg, run, mesh)
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
+  meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config}
+  step_fn, eval_fn = compile_steps(setup, batch_sh, run.loss)
+  return Job(run, mesh, vocab, cfg, batch_sh, setup, ck, meta, step_fn, eval_fn,
+             trainer.flops_per_token(cfg, tc.seq_len, trainer.decoder_share(run.loss, tc.seq_len)),
+             trainer.peak_flops(jax.devices()[0]))
+
+
+def start_or_resume(job: Job):
+  """(state, data iterator, step): from the newest good checkpoint, else fresh."""
+  tc = job.run.train
+  data = make_data(tc, job.batch_sharding, tc.seed)
+  if job.ck.latest_step() is None:
+    return fresh_state(job.setup, job.cfg, job.run, job.mesh, job.vocab), data, 0
+  state, data_states, start = restore_state(job.ck, job.setup)
+  data = restore_data(data, data_states, tc, job.batch_sharding, start)
+  log.info("resumed from step %d in %s", start, job.ck.directory)
+  return state, data, start
+
+
+# ---------------------------------------------------------------------------
+# Logging
 
 
 def _host_metrics(metrics) -> dict[str, float]:
@@ -219,12 +360,83 @@ def check_finite(step: int, metrics: dict[str, float], last_saved: int | None) -
                         "OptimConfig.learning_rate or raise warmup_steps and resume")
 
 
+class Window:
+  """Training metrics summed on device since the last log line, and the throughput clock
+  (restarted after compiling and evaluating, so tokens/s counts training steps only)."""
+
+  def __init__(self, step: int):
+    self.sums, self.steps = None, 0
+    self.restart(step)
+
+  def restart(self, step: int) -> None:
+    self.start, self.t0 = step, time.perf_counter()
+
+  def add(self, metrics) -> None:
+    self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+    self.steps += 1
+
+  def take(self) -> dict[str, float]:
+    """The window's mean metrics (one device-to-host copy); starts a new window."""
+    means = {k: v / self.steps for k, v in _host_metrics(self.sums).items()}
+    self.sums, self.steps = None, 0
+    return means
+
+  def tokens_per_s(self, step: int, tokens_per_step: int) -> float | None:
+    if step <= self.start:  # none right after the compiling first step
+      return None
+    return (step - self.start) * tokens_per_step / (time.perf_counter() - self.t0)
+
+
+@dataclasses.dataclass
+class Logs:
+  """Where a run reports: metrics.jsonl and TensorBoard, and the console line."""
+  writer: metric_writers.MetricWriter
+  progress: metric_writers.Progress
+
+
+def open_logs(workdir: str, gin_config: str, run: RunConfig) -> Logs:
+  """The writers (process 0 writes, others get no-ops) and config.gin in the workdir."""
+  primary = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writers.MetricWriter(workdir, enabled=primary)
+  if primary and gin_config:
+    pathlib.Path(workdir, "config.gin").write_text(gin_config, encoding="utf-8")
+    writer.text("config", gin_config)
+  progress = metric_writers.Progress(run.train.num_steps, enabled=primary)
+  return Logs(writer, progress)
+
+
+def log_train(logs: Logs, job: Job, window: Window, step: int,
+              last_saved: int | None) -> dict[str, float]:
+  """Writes the window's metrics, tokens/s and MFU; stops on a non-finite loss."""
+  tc = job.run.train
+  logged = window.take()
+  check_finite(step, logged, last_saved)
+  tokens_per_s = window.tokens_per_s(step, tc.batch_size * tc.seq_len)
+  mfu = None
+  if tokens_per_s is not None:
+    if job.peak_flops:
+      mfu = job.flops_per_token * tokens_per_s / (job.peak_flops * jax.device_count())
+    logged |= {"tokens_per_s": tokens_per_s} | ({"mfu": mfu} if mfu else {})
+  logs.writer.scalars(step, logged)
+  logs.progress.print(step, logged["loss"], tokens_per_s, mfu)
+  window.restart(step)
+  return logged
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+
 class Evaluator:
   """Mean MLM loss and accuracy over the first `eval_batches` held-out batches.
 
   The validation pipeline is built once (building it costs tens of
   milliseconds per language) and rewound to its start for every evaluation,
-  so each evaluation sees the same batches.
+  so each evaluation sees the same batches. Every host runs the same number
+  of batches: the evaluation stops, on all hosts, at the first host whose
+  validation shards end (one allgather per batch), since a host that stopped
+  early would leave the others waiting in the step's collectives.
   """
 
   def __init__(self, tc: TrainConfig, batch_sharding):
@@ -240,123 +452,94 @@ class Evaluator:
     n = 0
     try:
       for _ in range(self.tc.eval_batches):
-        try:
-          batch = next(it)
-        except StopIteration:
+        batch = next(it, None)
+        if not all_hosts(batch is not None):
           break
         for k, v in _host_metrics(eval_fn(params, batch)).items():
           totals[k] = totals.get(k, 0.0) + v
         n += 1
     finally:
       it.close()
+    if not n:
+      log.warning("the held-out evaluation found no batch on some host (its validation "
+                  "shards are empty): use fewer data shards or more validation text")
     return {k: v / n for k, v in totals.items()} if n else {}
+
+
+def eval_due(tc: TrainConfig, step: int) -> bool:
+  return bool(tc.eval_every) and (step % tc.eval_every == 0 or step == tc.num_steps)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+
+def save(job: Job, step: int, state, data, metrics, last_saved: int | None) -> int:
+  """Saves `step` (params, optimizer, every data shard's state); returns `step`.
+
+  The step's loss must be finite: a diverged state never replaces a good checkpoint.
+  """
+  check_finite(step, _host_metrics({"loss": metrics["loss"]}), last_saved)
+  job.ck.save(step, params=state.params,
+              opt_state={"step": state.step, "opt_state": state.opt_state},
+              vocab=job.vocab.model_bytes, meta=job.meta,
+              data={"states": gather_data_states(data.get_state())})
+  return step
+
+
+# ---------------------------------------------------------------------------
+# The loop
+
+
+def loop(job: Job, state, data, start: int, logs: Logs,
+         preemption: Preemption) -> dict[str, float]:
+  """Steps from `start` to `num_steps` (or a preemption); returns the last logged metrics."""
+  tc = job.run.train
+  evaluator = Evaluator(tc, job.batch_sharding) if tc.eval_every else None
+  rng = jax.random.key(tc.seed)
+  last_saved = job.ck.latest_step()
+  logged: dict[str, float] = {}
+  window, step = Window(start), start
+  logs.progress.start(start)
+  while step < tc.num_steps:
+    state, metrics = job.step_fn(state, next(data), rng)
+    window.add(metrics)
+    step += 1
+    if step == start + 1:  # the first step compiled: time from here
+      jax.block_until_ready(metrics)
+      window.restart(step)
+      logs.progress.start(step)
+    if step % tc.log_every == 0 or step == tc.num_steps:
+      logged = log_train(logs, job, window, step, last_saved)
+    if evaluator and eval_due(tc, step):
+      logs.writer.scalars(step, evaluator(job.eval_fn, state.params), prefix="eval")
+      window.restart(step)
+    if preemption.requested():
+      last_saved = save(job, step, state, data, metrics, last_saved)
+      log.warning("preempted: saved step %d in %s", step, job.ck.directory)
+      break
+    if job.ck.should_save(step) or step == tc.num_steps:
+      last_saved = save(job, step, state, data, metrics, last_saved)
+  return logged
 
 
 def train(run: RunConfig, workdir: str, gin_config: str = "",
           preemption: Preemption | None = None) -> dict[str, float]:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
-  tc = run.train
-  primary = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  writer = metric_writers.MetricWriter(workdir, enabled=primary)
-  progress = metric_writers.Progress(tc.num_steps, enabled=primary)
-  if primary and gin_config:
-    pathlib.Path(workdir, "config.gin").write_text(gin_config, encoding="utf-8")
-    writer.text("config", gin_config)
-
-  mesh = sharding.make_mesh(run.mesh)
-  vocab = vocabulary(tc)
-  cfg = init_config(run) if tc.init_from else run.model.replace(vocab_size=vocab.vocab_size)
-  if tc.seq_len > cfg.max_len:
-    raise ConfigError(f"TrainConfig.seq_len={tc.seq_len} exceeds the model's max_len="
-                      f"{cfg.max_len}: shorten the sequences or raise EncoderConfig.max_len")
-  batch_shape = jax.ShapeDtypeStruct((tc.batch_size, tc.seq_len), jnp.int32)
-  batch_sh = sharding.batch_shardings(batch_shape, mesh, run.rules)
-
-  setup = make_setup(cfg, run, mesh)
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
-  data = make_data(tc, batch_sh, tc.seed)
-  if ck.latest_step() is not None:
-    state, data_states, start = restore_state(ck, setup)
-    if data_states and len(data_states) == jax.process_count():
-      data.set_state(base64.b64decode(data_states[jax.process_index()]))
-    else:
-      log.warning("the checkpoint's input state is for %s processes, this run has %d: the "
-                  "data stream restarts with seed %d", len(data_states or ()),
-                  jax.process_count(), tc.seed + start)
-      data.close()
-      data = make_data(tc, batch_sh, tc.seed + start)
-    log.info("resumed from step %d in %s", start, ck.directory)
-  else:
-    state, start = fresh_state(setup, cfg, run, mesh, vocab), 0
-
-  meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config}
-  step_fn = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, run.loss),
-                    in_shardings=(setup.shardings, batch_sh, None),
-                    out_shardings=(setup.shardings, None), donate_argnums=(0,))
-  eval_fn = jax.jit(lambda p, b: trainer.eval_step(p, b, graphdef=setup.graphdef,
-                                                   loss_cfg=run.loss),
-                    in_shardings=(setup.shardings.params, batch_sh))
-  flops = trainer.flops_per_token(cfg, tc.seq_len)
-  peak = trainer.peak_flops(jax.devices()[0])
-  rng = jax.random.key(tc.seed)
-  preemption = preemption or Preemption()
-  last_saved = ck.latest_step()
-
-  def save(step: int, metrics, force: bool = False) -> None:
-    nonlocal last_saved
-    if not (force or ck.should_save(step)):
-      return
-    check_finite(step, _host_metrics({"loss": metrics["loss"]}), last_saved)
-    ck.save(step, params=state.params, opt_state={"step": state.step,
-                                                  "opt_state": state.opt_state},
-            vocab=vocab.model_bytes, meta=meta, data={"states": gather_data_states(
-                data.get_state())})
-    last_saved = step
-
-  evaluator = Evaluator(tc, batch_sh) if tc.eval_every else None
-  logged: dict[str, float] = {}
-  step, window_start, t0 = start, start, time.perf_counter()
+  logs = open_logs(workdir, gin_config, run)
+  job, data = None, None
   try:
-    with sharding.use_mesh(mesh, run.rules):
-      progress.start(start)
-      window, window_steps = None, 0  # metrics summed on device since the last log line
-      while step < tc.num_steps:
-        state, metrics = step_fn(state, next(data), rng)
-        window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
-        window_steps += 1
-        step += 1
-        if step == start + 1:  # the first step compiled: time from here
-          jax.block_until_ready(metrics)
-          window_start, t0 = step, time.perf_counter()
-          progress.start(step)
-        if step % tc.log_every == 0 or step == tc.num_steps:
-          logged = {k: v / window_steps for k, v in _host_metrics(window).items()}
-          window, window_steps = None, 0
-          check_finite(step, logged, last_saved)
-          tokens_per_s = mfu = None
-          if step > window_start:  # none right after the compiling first step
-            dt = time.perf_counter() - t0
-            tokens_per_s = (step - window_start) * tc.batch_size * tc.seq_len / dt
-            mfu = flops * tokens_per_s / (peak * jax.device_count()) if peak else None
-            logged |= {"tokens_per_s": tokens_per_s} | ({"mfu": mfu} if mfu else {})
-          writer.scalars(step, logged)
-          progress.print(step, logged["loss"], tokens_per_s, mfu)
-          window_start, t0 = step, time.perf_counter()
-        if tc.eval_every and (step % tc.eval_every == 0 or step == tc.num_steps):
-          writer.scalars(step, evaluator(eval_fn, state.params), prefix="eval")
-          window_start, t0 = step, time.perf_counter()  # throughput counts training only
-        if preemption.requested():
-          save(step, metrics, force=True)
-          log.warning("preempted: saved step %d in %s", step, ck.directory)
-          break
-        save(step, metrics, force=step == tc.num_steps)
+    job = build(run, workdir, gin_config)
+    state, data, start = start_or_resume(job)
+    with sharding.use_mesh(job.mesh, run.rules):
+      return loop(job, state, data, start, logs, preemption or Preemption())
   finally:
-    ck.wait()
-    ck.close()
-    data.close()
-    writer.close()
-  return logged
+    if job is not None:
+      job.ck.wait()
+      job.ck.close()
+    if data is not None:
+      data.close()
+    logs.writer.close()
 
 
 # ---------------------------------------------------------------------------
@@ -423,8 +606,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   try:
     run = parse_gin(args.gin_file, args.gin_bindings)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
+  except ConfigError as e:  # gin appends "In call to configurable ..." lines: keep the first
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2
   import gin  # pylint: disable=g-import-not-at-top
   workdir = args.workdir or os.path.join("workdir", pathlib.Path(args.gin_file[0]).stem)

@@ -6,38 +6,47 @@
     it2 = make_iterator("embedded", length=512, batch_size=8, seed=0)
     it2.set_state(state)        # continues exactly where `it` was
     dev = DeviceIterator(it2, sharding)   # global jax.Arrays, prefetched
+    both = make_sharded_iterator("embedded", shards=[2, 3], num_shards=4, length=512,
+                                 batch_size=8)   # shards 2 and 3: 16 rows
 
-Per host (one JAX process): the seqio mixture, read from this host's shard
-(`ShardInfo(jax.process_index(), jax.process_count())`: each language's
-files are dealt to hosts, or its lines when it has fewer files than hosts)
--> language sampling at the mixture's rates -> a shuffle buffer of chunks ->
+Per data shard (by default one per JAX process): the seqio mixture, read
+from shard `ShardInfo(index, num_shards)` (each language's files are dealt
+to shards, or its lines when it has fewer files than shards) -> language
+sampling at the mixture's rates -> a shuffle buffer of chunks ->
 `MlmFeatureConverter` (`<s> chunk </s>`, packing, masking) -> batches of
 `batch_size` rows. Fields: `input_ids, targets, loss_weights, segment_ids,
-positions`, int32 [batch_size, length].
+positions`, int32 [batch_size, length]. A host that reads several shards
+(`make_sharded_iterator`) concatenates their batches in shard order, so the
+global batch is the same for any number of hosts.
 
-Determinism: every random choice is seeded from `seed` (language sampling,
-shuffle, and stateless masking keyed by row index), and tf.data runs with
-deterministic ordering; so a seed fixes the stream.
+Determinism: every random choice is seeded from `shard_seed(seed, index)`
+(language sampling, shuffle, and stateless masking keyed by row index), and
+tf.data runs with deterministic ordering; so a seed fixes each shard's
+stream, and shards do not sample languages or masks in lockstep.
 
 Resume: the state is tf.data's own iterator checkpoint (`tf.train.Checkpoint`
 of the iterator: file offsets of every language, the shuffle buffer, rows the
 packer has made but not yet handed out, RNG states), plus any batches read
-ahead by `DeviceIterator`. Restoring is a seek: its cost depends on the size
-of those buffers (a few MB at length 512), not on the step. The one exception
-is a `.gz` text file, which TensorFlow re-inflates from its start to seek (use
-`.txt`, or `.xz`, which is decompressed into the cache once, for big
-corpora). Rejected alternatives: tf.data's symbolic checkpoints (smaller
-state, but measured 10x slower and restored by replaying elements, so the
-cost grew with the step), and a deterministic element index with skip-ahead
-(it would re-tokenize every language stream up to the step).
+ahead by `DeviceIterator`; a sharded iterator's state is one such state per
+shard (`split_states`), so it can be dealt to another number of hosts.
+Restoring is a seek: its cost depends on the size of those buffers (a few MB
+at length 512), not on the step. The one exception is a `.gz` text file,
+which TensorFlow re-inflates from its start to seek (use `.txt`, or `.xz`,
+which is decompressed into the cache once, for big corpora). Rejected
+alternatives: tf.data's symbolic checkpoints (smaller state, but measured 10x
+slower and restored by replaying elements, so the cost grew with the step),
+and a deterministic element index with skip-ahead (it would re-tokenize every
+language stream up to the step).
 
 The validation split is read once (no shuffle, no repeat); its last batch is
-filled up with padding rows (`segment_ids` 0, `loss_weights` 0).
+filled up with padding rows (`segment_ids` 0, `loss_weights` 0). A sharded
+iterator ends when its first shard ends.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -46,7 +55,7 @@ import queue
 import tempfile
 import threading
 import zipfile
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -92,6 +101,16 @@ class PipelineConfig:
       raise ConfigError(f"{c}.num_threads={self.num_threads} is invalid: use >= 1 or None")
 
 
+def shard_seed(seed: int, shard_index: int) -> int:
+  """The seed of shard `shard_index`'s sampling, shuffle and masking: `seed` itself for
+  shard 0 (a one-shard stream is the plain seeded stream), else a hash of both below
+  2**31 - 1 (TensorFlow reduces op seeds modulo that), so shards do not move in lockstep."""
+  if shard_index == 0:
+    return seed
+  digest = hashlib.blake2b(f"{seed}/{shard_index}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
 def _read_task(task: seqio.Task, cfg: PipelineConfig, shard: seqio.ShardInfo) -> tf.data.Dataset:
   """One language's chunks, as `Task.get_dataset` makes them minus its per-task
   prefetch and parallel map: with hundreds of languages those would give each
@@ -117,21 +136,23 @@ def _mix(provider: seqio.Task | seqio.Mixture, cfg: PipelineConfig,
   datasets = [_read_task(t, cfg, shard) for t in tasks]
   rates = [provider.get_rate(t) for t in tasks]
   # Training streams never end; a finite split is read until every language is done.
-  return tf.data.Dataset.sample_from_datasets(datasets, rates, seed=cfg.seed,
+  return tf.data.Dataset.sample_from_datasets(datasets, rates,
+                                              seed=shard_seed(cfg.seed, shard.index),
                                               stop_on_empty_dataset=False)
 
 
 def build_dataset(cfg: PipelineConfig, shard_index: int, num_shards: int) -> tf.data.Dataset:
-  """The host's tf.data pipeline of batches (see the module docstring)."""
+  """One shard's tf.data pipeline of batches (see the module docstring)."""
   provider = mixtures.get_provider(cfg.mixture)
   if cfg.split not in provider.splits:
     raise DataError(f"{cfg.mixture!r} has no {cfg.split!r} split (it has "
                     f"{sorted(provider.splits)})")
+  seed = shard_seed(cfg.seed, shard_index)
   ds = _mix(provider, cfg, seqio.ShardInfo(index=shard_index, num_shards=num_shards))
   if cfg.split == "train" and cfg.shuffle_buffer:
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed)
   vocabulary = provider.output_features["targets"].vocabulary
-  converter = preprocessors.MlmFeatureConverter(vocabulary, cfg.mlm, cfg.seed)
+  converter = preprocessors.MlmFeatureConverter(vocabulary, cfg.mlm, seed)
   ds = converter(ds, {"targets": cfg.length})
   ds = ds.batch(cfg.batch_size, drop_remainder=cfg.split == "train").prefetch(2)
   options = tf.data.Options()
@@ -246,6 +267,77 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
   return HostIterator(cfg, shard_index, num_shards)
 
 
+class ShardedIterator:
+  """A host's batches from several data shards: one batch from each shard's iterator,
+  concatenated in shard order; the state is one `HostIterator` state per shard."""
+
+  def __init__(self, parts: Sequence[HostIterator]):
+    if not parts:
+      raise ConfigError("ShardedIterator of no shards: pass at least one HostIterator")
+    self.parts = list(parts)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batches = [next(p) for p in self.parts]  # a finite split ends with its first shard
+    if len(batches) == 1:
+      return batches[0]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+  def _split(self, batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """A concatenated batch -> the batches of each shard."""
+    ends = np.cumsum([p.cfg.batch_size for p in self.parts])[:-1]
+    pieces = {k: np.split(v, ends) for k, v in batch.items()}
+    return [{k: v[i] for k, v in pieces.items()} for i in range(len(self.parts))]
+
+  def get_state(self) -> bytes:
+    return self.state_with(())
+
+  def state_with(self, pending: tuple[dict[str, np.ndarray], ...]) -> bytes:
+    """`join_states` of every shard's state, as if `pending` were not yet returned."""
+    per_shard = list(zip(*(self._split(b) for b in pending))) or [()] * len(self.parts)
+    return join_states([p.state_with(tuple(b)) for p, b in zip(self.parts, per_shard)])
+
+  def set_state(self, state: bytes) -> None:
+    states = split_states(state)
+    if len(states) != len(self.parts):
+      raise DataError(f"data iterator state holds {len(states)} shards, this iterator reads "
+                      f"{len(self.parts)}: restore with the shards it was saved with")
+    for part, s in zip(self.parts, states):
+      part.set_state(s)
+
+
+def join_states(states: Sequence[bytes]) -> bytes:
+  """Several shards' states as one: the state of a `ShardedIterator`."""
+  out = io.BytesIO()
+  with zipfile.ZipFile(out, "w") as z:
+    for i, state in enumerate(states):
+      z.writestr(f"shard/{i}", state)
+  return out.getvalue()
+
+
+def split_states(state: bytes) -> list[bytes]:
+  """A `ShardedIterator` state -> its shards' `HostIterator` states, in shard order."""
+  try:
+    with zipfile.ZipFile(io.BytesIO(state)) as z:
+      names = sorted((n for n in z.namelist() if n.startswith("shard/")),
+                     key=lambda n: int(n[len("shard/"):]))
+      return [z.read(n) for n in names]
+  except (zipfile.BadZipFile, ValueError) as e:
+    raise DataError(f"sharded data iterator state is unreadable ({e}): pass bytes from "
+                    "ShardedIterator.get_state") from None
+
+
+def make_sharded_iterator(mixture_or_task_name: str, *, shards: Sequence[int], num_shards: int,
+                          batch_size: int, **kwargs) -> ShardedIterator:
+  """Batches of `batch_size` rows from each of `shards` (of `num_shards`), concatenated in
+  that order; `kwargs` as for `make_iterator`."""
+  return ShardedIterator([make_iterator(mixture_or_task_name, batch_size=batch_size,
+                                        shard_index=i, num_shards=num_shards, **kwargs)
+                          for i in shards])
+
+
 class DeviceIterator:
   """Global `jax.Array` batches from host batches, prefetched by a background thread.
 
@@ -256,7 +348,8 @@ class DeviceIterator:
   ahead but not yet returned: they are stored in the state and replayed.
   """
 
-  def __init__(self, host: HostIterator, sharding: jax.sharding.Sharding, buffer_size: int = 2):
+  def __init__(self, host: HostIterator | ShardedIterator, sharding: jax.sharding.Sharding,
+               buffer_size: int = 2):
     if buffer_size < 1:
       raise ConfigError(f"DeviceIterator buffer_size={buffer_size} is invalid: use >= 1")
     self._host = host

@@ -1,0 +1,176 @@
+"""Multi-host `python -m polyglot.train`: 2 processes compute what 1 process computes.
+
+Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives) train with
+`TrainConfig.data_shards=2`, so their global batches are those of one
+process with 8 devices reading both shards: the per-step losses and the
+held-out evaluation (whose validation shards end at different batches on the
+two hosts) must agree, and a 2-process checkpoint resumes in 1 process.
+The corpus is a folder of 3 languages whose held-out lines are dealt
+unevenly to the shards. Single-process runs share a compilation cache, so the
+resumed run does not compile again what the reference compiled.
+"""
+import json
+import pathlib
+import shutil
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from test_train import REPO, env, losses, train_cmd
+
+LANGS = ("eng_Latn", "swh_Latn", "rus_Cyrl")
+TEXT = [
+    "--gin.TrainConfig.mixture=@text_directory_mixture()",
+    "--gin.TrainConfig.data_shards=2", "--gin.TrainConfig.eval_every=3",
+    "--gin.TrainConfig.eval_batches=3", "--gin.CheckpointConfig.save_every=3",
+]
+TIMEOUT = 600
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(workdir: pathlib.Path, *extra, devices: int,
+          process: tuple[int, int, int] | None = None, cache: pathlib.Path | None = None):
+  """One `python -m polyglot.train` process, its output in `<workdir>.<id>.log`;
+  `process` = (id, count, coordinator port)."""
+  flags, environ, index = [], env(devices), 0
+  if process:
+    index, n, port = process
+    flags = ["--multihost", f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={n}",
+             f"--process_id={index}"]
+  if cache:
+    environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+  log = workdir.with_name(f"{workdir.name}.{index}.log")
+  with open(log, "w", encoding="utf-8") as out:  # a file never fills up as a pipe can
+    proc = subprocess.Popen(train_cmd(workdir, *TEXT, *extra, *flags), cwd=REPO, env=environ,
+                            text=True, stdout=out, stderr=subprocess.STDOUT)
+  return proc, log
+
+
+def finish(started) -> list[str]:
+  """Waits for every process (killing all if one hangs); their output, checked for exit 0."""
+  try:
+    for proc, _ in started:
+      proc.wait(timeout=TIMEOUT)
+  finally:
+    for proc, _ in started:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  outputs = [log.read_text(encoding="utf-8") for _, log in started]
+  for (proc, _), out in zip(started, outputs):
+    assert proc.returncode == 0, out[-3000:]
+  return outputs
+
+
+def evals(workdir) -> dict[int, dict]:
+  rows = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r for r in rows if r["split"] == "eval"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+  """Each language's embedded text as one long line, then its lines 6 times over. The first
+  2 or 3 lines are held out, dealt to the shards by line: the long one to shard 0, so the
+  validation data of shard 0 lasts 9 batches and that of shard 1 one batch."""
+  from polyglot.data import sources  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("corpus")
+  for lang in LANGS:
+    lines = list(sources.embedded_corpus().texts[lang])
+    (path / f"{lang}.txt").write_text("\n".join([" ".join(lines)] + lines * 6) + "\n",
+                                      encoding="utf-8")
+  return f"--gin.text_directory_mixture.path='{path}'"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus, cache):
+  """(reference, multihost): 6 steps on 1 process x 8 devices and on 2 processes x 4
+  devices, started side by side."""
+  reference, multihost = tmp_path_factory.mktemp("reference"), tmp_path_factory.mktemp("mh")
+  port = free_port()
+  started = [start(reference, corpus, "--gin.NUM_STEPS=6", devices=8, cache=cache)]
+  started += [start(multihost, corpus, "--gin.NUM_STEPS=6", devices=4, process=(i, 2, port))
+            for i in range(2)]
+  finish(started)
+  return reference, multihost
+
+
+def test_two_processes_compute_what_one_computes(runs):
+  reference, multihost = runs
+  ours, ref = losses(multihost), losses(reference)
+  assert sorted(ours) == list(range(1, 7))
+  np.testing.assert_allclose([ours[s] for s in range(1, 7)], [ref[s] for s in range(1, 7)],
+                             rtol=1e-5)
+  ours_eval, ref_eval = evals(multihost), evals(reference)
+  assert sorted(ours_eval) == [3, 6] and ours_eval[3]["mlm_loss"] > 0
+  for step in (3, 6):
+    np.testing.assert_allclose(ours_eval[step]["mlm_loss"], ref_eval[step]["mlm_loss"],
+                               rtol=1e-5)
+  assert {"3", "6"} <= {p.name for p in (multihost / "checkpoints").iterdir()}
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(runs, tmp_path, corpus, cache):
+  """The checkpoint holds each data shard's state, so another process count continues
+  the same stream."""
+  reference, multihost = runs
+  shutil.copytree(multihost / "checkpoints" / "3", tmp_path / "checkpoints" / "3")
+  [out] = finish([start(tmp_path, corpus, "--gin.NUM_STEPS=6", devices=8, cache=cache)])
+  assert "resumed from step 3" in out and "restarts with seed" not in out
+  ours, ref = losses(tmp_path), losses(reference)
+  np.testing.assert_allclose([ours[s] for s in (4, 5, 6)], [ref[s] for s in (4, 5, 6)], rtol=1e-5)
+  np.testing.assert_allclose(evals(tmp_path)[6]["mlm_loss"], evals(reference)[6]["mlm_loss"],
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("shards,batch,processes,message", [
+    (3, 8, 2, "TrainConfig.data_shards=3 does not split over 2 processes"),
+    (4, 6, 2, "TrainConfig.batch_size=6 does not split into 4 data shards"),
+])
+def test_bad_shard_counts_are_one_line_errors(shards, batch, processes, message):
+  from polyglot import train  # pylint: disable=g-import-not-at-top
+  from polyglot.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError) as e:
+    train.shard_range(shards, batch, 0, processes)
+  assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_processes_read_consecutive_shards():
+  from polyglot import train  # pylint: disable=g-import-not-at-top
+  assert [list(train.shard_range(4, 8, p, 2)) for p in range(2)] == [[0, 1], [2, 3]]
+  assert list(train.shard_range(4, 8, 0, 1)) == [0, 1, 2, 3]
+
+
+def test_a_host_reading_two_shards_gives_their_rows_in_order_and_resumes():
+  """The host side of data_shards: rows of shard 0 then shard 1, each shard with its own
+  seed, and a state (with a batch read ahead) that splits into the shards' states."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  from polyglot.data import pipeline  # pylint: disable=g-import-not-at-top
+  tasks.register_embedded("test_multihost_two", languages=["eng_Latn", "swh_Latn"])
+  args = dict(length=32, batch_size=2, num_shards=2, shuffle_buffer=8)
+  both = pipeline.make_sharded_iterator("test_multihost_two", shards=[0, 1], **args)
+  alone = [pipeline.make_sharded_iterator("test_multihost_two", shards=[i], **args)
+           for i in (0, 1)]
+  first, ahead = next(both), next(both)
+  parts = [next(a) for a in alone]
+  for k, v in first.items():
+    np.testing.assert_array_equal(v, np.concatenate([p[k] for p in parts]))
+  assert not np.array_equal(first["loss_weights"][:2], first["loss_weights"][2:])
+  state = both.state_with((ahead,))  # `ahead` read but not yet handed out
+  assert len(pipeline.split_states(state)) == 2
+  resumed = pipeline.make_sharded_iterator("test_multihost_two", shards=[0, 1], **args)
+  resumed.set_state(state)
+  for want in (ahead, next(both)):
+    got = next(resumed)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
