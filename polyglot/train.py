@@ -113,7 +113,13 @@ def all_hosts(flag: bool) -> bool:
 
 
 class Preemption:
-  """SIGTERM/SIGINT set a flag; the loop saves at the next step and exits 0."""
+  """SIGTERM/SIGINT set a flag; the loop saves at the next step and exits 0.
+
+  With several processes the hosts agree (an all-gather, which waits for the
+  step in flight) every `SYNC_EVERY` steps only, so that the loop does not
+  block on the devices each step.
+  """
+  SYNC_EVERY = 10
 
   def __init__(self):
     self.event = threading.Event()
@@ -122,8 +128,10 @@ class Preemption:
     for sig in (signal.SIGTERM, signal.SIGINT):
       signal.signal(sig, lambda *_: self.event.set())
 
-  def requested(self) -> bool:
-    return any_host(self.event.is_set())  # every host stops at the same step
+  def requested(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.event.is_set()
+    return step % self.SYNC_EVERY == 0 and any_host(self.event.is_set())  # same step everywhere
 
 
 # ---------------------------------------------------------------------------
@@ -514,7 +522,7 @@ def loop(job: Job, state, data, start: int, logs: Logs,
     if evaluator and eval_due(tc, step):
       logs.writer.scalars(step, evaluator(job.eval_fn, state.params), prefix="eval")
       window.restart(step)
-    if preemption.requested():
+    if preemption.requested(step):
       last_saved = save(job, step, state, data, metrics, last_saved)
       log.warning("preempted: saved step %d in %s", step, job.ck.directory)
       break

@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -315,6 +316,8 @@ def model_config(args):
   overrides = {"dtype": args.dtype, "remat": args.remat, "attention_impl": args.attention}
   if args.scan is not None:
     overrides["scan_layers"] = args.scan
+  if args.attention_dropout is not None:
+    overrides["attention_dropout_rate"] = args.attention_dropout
   cfg = models.preset(args.model, **overrides)
   if cfg.max_len < args.seq_len:
     cfg = cfg.replace(max_len=args.seq_len)
@@ -344,7 +347,15 @@ def append_row(row: str, marker: str) -> None:
 
 
 def command_line() -> str:
-  return "python tools/benchmark.py " + " ".join(sys.argv[1:])
+  """This invocation, without --note (its text has a column of its own)."""
+  argv, kept = sys.argv[1:], []
+  while argv:
+    arg = argv.pop(0)
+    if arg == "--note":
+      argv = argv[1:]
+    elif not arg.startswith("--note="):
+      kept.append(arg)
+  return "python tools/benchmark.py " + shlex.join(kept)
 
 
 def run_train(args) -> None:
@@ -419,6 +430,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     p.add_argument("--remat", default="none", help="remat policy (polyglot.models.REMAT_POLICIES)")
     p.add_argument("--attention", default="xla", help="xla or cudnn (flash attention on GPU)")
+    p.add_argument("--attention-dropout", type=float, help="attention_dropout_rate (default: the "
+                   "preset's; the fused and flash paths run at 0)")
     p.add_argument("--scan", dest="scan", action=argparse.BooleanOptionalAction, default=None,
                    help="scan over layers (default: the preset's)")
     p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
