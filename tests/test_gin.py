@@ -47,3 +47,14 @@ def test_model_files_select_their_presets():
 def test_unknown_binding_is_a_config_error():
   with pytest.raises(ConfigError, match="no_such_field"):
     train.parse_gin(["runs/demo.gin"], ["OptimConfig.no_such_field = 1"])
+
+
+def test_moe_and_loss_macros_reach_their_configs():
+  gin.parse_config_files_and_bindings([str(GIN / "models/moe_base_e8.gin")],
+                                      ["MOE_GROUP_SIZE = 512", "NUM_EXPERTS = 16"])
+  moe = configurables.run_config().model.moe
+  assert (moe.group_size, moe.num_experts, moe.top_k) == (512, 16, 2)
+  gin.clear_config()
+  gin.parse_config_file(str(GIN / "runs/pretrain_base.gin"), skip_unknown=False)
+  assert str(gin.query_parameter("LossConfig.prediction_rate")) == "%PREDICTION_RATE"
+  assert gin.query_parameter("%PREDICTION_RATE") == 0.3
