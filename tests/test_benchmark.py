@@ -34,7 +34,7 @@ def test_scaling_runs_each_length_and_expert_count():
   assert done.returncode == 0, done.stderr
   rows = [json.loads(line) for line in done.stdout.strip().splitlines()]
   assert [(r["variant"], r["batch"]) for r in rows] == [
-      ("length 16", "4x16"), ("length 32", "2x32"), ("4 experts top-2", "4x16")]
+      ("length 16", "4x16"), ("length 32", "2x32"), ("4 experts top-2, capacity, groups of 1024", "4x16")]
 
 
 def test_bad_mesh_is_one_line_and_exit_1():

@@ -147,22 +147,22 @@ def time_in_turns(runners: list[Runner], warmup: int, steps: int,
 def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
   """The trainer's jitted train_step on the mesh; compiled here, timed by the caller."""
   import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from polyglot import models, optimizer, sharding, trainer  # pylint: disable=g-import-not-at-top
+  from polyglot import optimizer, sharding, train, trainer  # pylint: disable=g-import-not-at-top
 
-  mesh = sharding.make_mesh(sharding.MeshConfig(**_mesh_shape(args.mesh)))
-  loss_cfg = trainer.LossConfig(prediction_rate=args.prediction_rate)
-  optim = optimizer.OptimConfig(learning_rate=1e-4, warmup_steps=0)
+  run_cfg = train.RunConfig(
+      model=cfg, train=train.TrainConfig(num_steps=10_000, batch_size=batch["input_ids"].shape[0],
+                                         seq_len=batch["input_ids"].shape[1]),
+      optim=optimizer.OptimConfig(learning_rate=1e-4, warmup_steps=0),
+      loss=trainer.LossConfig(prediction_rate=args.prediction_rate),
+      mesh=sharding.MeshConfig(**_mesh_shape(args.mesh)))
+  loss_cfg = run_cfg.loss
+  mesh = sharding.make_mesh(run_cfg.mesh)
   with sharding.use_mesh(mesh):
-    setup = trainer.make_setup(cfg, mesh, optim=optim, num_steps=10_000)
-    init = lambda: trainer.init_state(
-        nnx.to_pure_dict(nnx.split(models.MaskedLM(cfg, rngs=nnx.Rngs(0)))[1]), setup.tx)
-    state = jax.jit(init, out_shardings=setup.shardings)()
+    setup = train.make_setup(cfg, run_cfg, mesh)
+    state = train.fresh_state(setup, cfg, run_cfg, mesh, vocab=None)
     batch_sh = sharding.batch_shardings(batch, mesh)
     device_batch = jax.device_put(batch, batch_sh)
-    step = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, loss_cfg),
-                   in_shardings=(setup.shardings, batch_sh, None),
-                   out_shardings=(setup.shardings, None), donate_argnums=(0,))
+    step, _ = train.compile_steps(setup, batch_sh, loss_cfg)
     rng = jax.random.key(0)
     start = time.perf_counter()
     compiled = step.lower(state, device_batch, rng).compile()
@@ -233,7 +233,7 @@ def hf_process(cfg, batch: dict[str, np.ndarray], workdir: str) -> Runner:
   """`hf_runner` in a worker process of its own, driven over a pipe.
 
   PyTorch shares no process with XLA: in one process each library's thread
-  pool slows the other (HF measured 3x slower after an XLA step had run).
+  pool slowed the other (HF several times slower after an XLA step had run).
   """
   np.savez(os.path.join(workdir, "batch.npz"), **batch)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -287,15 +287,39 @@ def measure(cfg, batch: dict[str, np.ndarray], args, compare_hf: bool = False) -
       runners.append(hf_process(cfg, batch, workdir))
     profile = getattr(args, "profile", None)
     if profile:
-      jax.profiler.start_trace(profile)
+      jax.profiler.start_trace(profile, create_perfetto_trace=True)
     times = time_in_turns(runners, args.warmup, args.steps)
     if profile:
       jax.profiler.stop_trace()
+      print(op_summary(profile, args.steps), file=sys.stderr)
     out = {"polyglot": runners[0].report(times[0])}
     if compare_hf:
       out["hf"] = runners[1].report(times[1])
       out["ratio"] = round(out["polyglot"]["tokens_per_s"] / out["hf"]["tokens_per_s"], 2)
   return out
+
+
+def op_summary(trace_dir: str, steps: int, top: int = 12) -> str:
+  """Device-op milliseconds per step from the trace: matrix-product fusions, the rest, the top ops.
+
+  Ops of one step can overlap on several threads, so the sums can exceed the step time.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  trace = max(pathlib.Path(trace_dir).rglob("*.trace.json.gz"), key=os.path.getmtime)
+  events = json.load(gzip.open(trace))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  per_op = collections.Counter()
+  for e in events:
+    name = e.get("name", "")
+    if e.get("ph") == "X" and not (name.startswith("$") or "Thunk" in name or "Pjit" in name
+                                    or "ThreadPool" in name or "Execute" in name):
+      per_op[name] += e.get("dur", 0) / 1e3 / steps
+  products = sum(ms for name, ms in per_op.items() if name.startswith(("ynn", "dot", "xnn")))
+  lines = [f"per step: matrix products {products:.1f} ms, other ops "
+           f"{sum(per_op.values()) - products:.1f} ms in {len(per_op)} ops; largest:"]
+  lines += [f"  {ms:7.1f} ms  {name}" for name, ms in per_op.most_common(top)]
+  return "\n".join(lines)
 
 
 def _mesh_shape(spec: str) -> dict[str, int]:
@@ -319,9 +343,17 @@ def model_config(args):
   if args.attention_dropout is not None:
     overrides["attention_dropout_rate"] = args.attention_dropout
   cfg = models.preset(args.model, **overrides)
+  if cfg.moe is not None:
+    cfg = cfg.replace(moe=with_moe_flags(cfg.moe, args))
   if cfg.max_len < args.seq_len:
     cfg = cfg.replace(max_len=args.seq_len)
   return cfg
+
+
+def with_moe_flags(moe, args):
+  """`moe` with --moe-group-size / --moe-dispatch applied."""
+  changes = {"group_size": args.moe_group_size, "dispatch": args.moe_dispatch}
+  return dataclasses.replace(moe, **{k: v for k, v in changes.items() if v is not None})
 
 
 def hardware() -> str:
@@ -389,6 +421,14 @@ def run_train(args) -> None:
 
 
 def run_scaling(args) -> None:
+  from polyglot.errors import PolyglotError  # pylint: disable=g-import-not-at-top
+  try:
+    scaling(args)
+  except PolyglotError as e:
+    sys.exit(f"error: {e}")
+
+
+def scaling(args) -> None:
   """Step time against sequence length (fixed tokens per batch) and expert count (fixed active)."""
   from polyglot import models  # pylint: disable=g-import-not-at-top
   base = model_config(args)
@@ -397,11 +437,13 @@ def run_scaling(args) -> None:
     cfg = base.replace(max_len=max(base.max_len, length))
     batch = synthetic_batch(cfg, max(1, args.tokens // length), length)
     rows.append((f"length {length}", cfg, batch))
-  moe_base = base.moe or models.MoEConfig(num_experts=8, top_k=2, every_n_layers=2)
+  moe_base = base.moe or with_moe_flags(models.MoEConfig(num_experts=8, top_k=2), args)
   for experts in args.experts:
     cfg = base.replace(moe=dataclasses.replace(moe_base, num_experts=experts))
     batch = synthetic_batch(cfg, max(1, args.tokens // args.seq_len), args.seq_len)
-    rows.append((f"{experts} experts top-{moe_base.top_k}", cfg, batch))
+    routing = ("dropless" if moe_base.dispatch == "dropless"
+               else f"capacity, groups of {moe_base.group_size}")
+    rows.append((f"{experts} experts top-{moe_base.top_k}, {routing}", cfg, batch))
   date, where = datetime.date.today().isoformat(), hardware()
   for name, cfg, batch in rows:
     r = measure(cfg, batch, args)["polyglot"]
@@ -434,6 +476,8 @@ def main() -> None:
                    "preset's; the fused and flash paths run at 0)")
     p.add_argument("--scan", dest="scan", action=argparse.BooleanOptionalAction, default=None,
                    help="scan over layers (default: the preset's)")
+    p.add_argument("--moe-group-size", type=int, help="MoEConfig.group_size (default: the preset's)")
+    p.add_argument("--moe-dispatch", help="MoEConfig.dispatch: capacity or dropless")
     p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
     p.add_argument("--prediction-rate", type=lambda v: None if v == "none" else float(v),
                    default=0.3, help="LossConfig.prediction_rate ('none': decoder everywhere)")

@@ -41,7 +41,7 @@ class MoEConfig:
   # Tokens per routing group; capacity is per group. Capacity dispatch and combine
   # cost 4 x group_size x top_k x capacity_factor x d FLOPs per token forward,
   # against 4 x top_k x d x f for the experts: group_size well below f keeps
-  # routing cheap (small, 8 experts on CPU: 5.6 s a step at 512, 10.4 s at 4096).
+  # routing cheap (measured in docs/benchmarks.md, Scaling).
   group_size: int = 1024
   min_capacity: int = 4
   router_z_loss_weight: float = 1e-3  # ST-MoE (Zoph et al., 2022), eq. 5
