@@ -4,13 +4,18 @@ TensorFlow is used only for input pipelines (seqio); it must neither claim
 accelerators nor print its CUDA probing and oneDNN notices. Its C++ logger
 writes to file descriptor 2 before any log level applies, so the first import
 runs with that descriptor pointed at /dev/null.
+
+Paths: etils.epath (Orbax's and polyglot's path library, see polyglot/paths.py)
+reaches buckets through fsspec rather than TensorFlow's gfile.
 """
 import contextlib
+import logging
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("EPATH_USE_TF", "false")
 
 
 @contextlib.contextmanager
@@ -35,3 +40,15 @@ def import_tensorflow():
       import tensorflow_text  # noqa: F401  pylint: disable=unused-import
       tf.config.set_visible_devices([], "GPU")
   return sys.modules["tensorflow"]
+
+
+# Libraries whose INFO/WARNING lines are not the user's business: Orbax (through absl),
+# JAX's internals, TensorFlow, and the bucket clients (fsspec's read-ahead notices,
+# google-auth's credential probing).
+NOISY_LOGGERS = ("absl", "jax._src", "orbax", "tensorflow", "fsspec", "gcsfs", "google")
+
+
+def quiet_libraries() -> None:
+  """Entry points: other libraries log errors only."""
+  for name in NOISY_LOGGERS:
+    logging.getLogger(name).setLevel(logging.ERROR)

@@ -8,21 +8,27 @@ A checkpoint `<workdir>/checkpoints/<step>/` is self-describing:
   meta        JSON: model config, model kind, operative gin config, labels
   data        JSON: the input pipeline's state per process
 
-Writes are atomic (Orbax renames a finished temporary directory), so a
-partial checkpoint is never listed; a listed one that fails to restore is
-skipped with a warning in favour of the one before it.
+Writes are atomic (Orbax renames a finished temporary directory, or on a
+bucket writes a commit marker last), so a partial checkpoint is never listed.
+A listed one that fails to restore in a training run is damaged: it is moved
+aside (`<step>.damaged-<time>`, never deleted) with a warning naming it, and
+the run resumes from the one before it and rewrites the later steps. A
+checkpoint that holds another model than the one asked for (other shapes or
+parameters) is an error saying so, not damage. Directories may be local or
+URLs (`polyglot.paths`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
+import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from polyglot import paths
 from polyglot.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -50,10 +56,29 @@ class Restored:
 
 
 def checkpoint_dir(path: str) -> str:
-  """Accepts a workdir or its `checkpoints/` directory; returns the latter."""
-  path = os.path.abspath(os.path.expanduser(path))
-  sub = os.path.join(path, SUBDIR)
-  return sub if os.path.isdir(sub) else path
+  """Accepts a workdir or its `checkpoints/` directory (local or a URL); returns the latter."""
+  path = paths.resolve(path)
+  sub = paths.join(path, SUBDIR)
+  return sub if paths.Path(sub).is_dir() else path
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  """Leaf path -> shape, for arrays, ShapeDtypeStructs and Orbax's ArrayMetadata alike."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+  return {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
+
+
+def tree_difference(stored, wanted) -> str | None:
+  """The first way `stored` (a checkpoint's tree metadata) differs from `wanted`, or None."""
+  have, want = _shapes(stored), _shapes(wanted)
+  for key in sorted(want.keys() | have.keys()):
+    if key not in have:
+      return f"it has no {key}"
+    if key not in want:
+      return f"it has {key}, which this model has not"
+    if have[key] != want[key]:
+      return f"{key} has shape {have[key]} there, {want[key]} here"
+  return None
 
 
 class Checkpointer:
@@ -61,7 +86,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, cfg: CheckpointConfig = CheckpointConfig(), *,
                read_only: bool = False):
-    self.directory = directory
+    self.directory = directory = paths.resolve(directory)
+    self.read_only = read_only
     self.save_every = cfg.save_every
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep_last, keep_period=cfg.keep_every or None,
@@ -107,24 +133,61 @@ class Checkpointer:
     """The newest restorable checkpoint (or `step`), onto the shardings of the abstract trees.
 
     Leaves of `abstract_*` are `jax.ShapeDtypeStruct`s with `sharding` set, so a
-    checkpoint written on one mesh restores exactly onto another.
+    checkpoint written on one mesh restores exactly onto another. Without
+    `step`, a writer moves each damaged newer checkpoint aside and takes the
+    next; a reader (`read_only`) never changes the directory and fails instead.
     """
     candidates = [step] if step is not None else self.steps()[::-1]
     if not candidates:
       raise CheckpointError(f"no checkpoint in {self.directory}; train first or pass the "
                             "workdir of a finished run")
-    errors = []
     for s in candidates:
+      # Orbax pads or cuts an array restored onto another shape: check the shapes first.
+      self.check_fits(s, abstract_params, abstract_opt_state)
       try:
         return self._restore(s, abstract_params, abstract_opt_state)
       except Exception as e:  # pylint: disable=broad-except
-        if step is not None:
-          raise CheckpointError(f"checkpoint step {s} in {self.directory} cannot be restored: "
-                                f"{str(e).splitlines()[0]}") from e
-        log.warning("checkpoint step %d in %s is unreadable (%s); trying the one before",
-                    s, self.directory, str(e).splitlines()[0])
-        errors.append(s)
-    raise CheckpointError(f"no restorable checkpoint in {self.directory} (tried steps {errors})")
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if step is not None or self.read_only:
+          raise CheckpointError(f"checkpoint step {s} in {self.directory} cannot be restored "
+                                f"({reason}): restore another step, or resume the run that "
+                                "wrote it to replace it") from e
+        self.move_aside(s, reason)
+    raise CheckpointError(f"no restorable checkpoint in {self.directory}: every step was "
+                          "damaged and moved aside; start the run again")
+
+  def check_fits(self, step: int, abstract_params, abstract_opt_state=None) -> None:
+    """Raises a CheckpointError when `step` holds another model (or optimizer) than the
+    abstract trees describe; damage (unreadable metadata) is not this error."""
+    try:
+      stored = self._manager.item_metadata(step)
+      trees = {"params": stored["params"].tree}
+      if abstract_opt_state is not None:
+        trees["opt_state"] = stored["opt_state"].tree
+    except Exception:  # pylint: disable=broad-except  (unreadable: damage, not a misfit)
+      return
+    wanted = {"params": abstract_params, "opt_state": abstract_opt_state}
+    for item, tree in trees.items():
+      diff = tree_difference(tree, wanted[item])
+      if diff:
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} holds another {item_name(item)} than "
+            f"this run ({item}: {diff}): run with the configuration that wrote it (its "
+            "config.gin), or pass another workdir")
+
+  def move_aside(self, step: int, reason: str) -> str:
+    """Renames a damaged checkpoint to `<step>.damaged-<unix time>` (never deleted)."""
+    src = paths.join(self.directory, str(step))
+    dst = f"{src}.damaged-{int(time.time())}"
+    if jax.process_index() == 0:
+      paths.Path(src).rename(dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"polyglot move aside {step}")
+    self._manager.reload()
+    log.warning("checkpoint step %d in %s cannot be restored (%s): moved aside to %s; "
+                "resuming from the one before it", step, self.directory, reason, dst)
+    return dst
 
   def _restore(self, step: int, abstract_params, abstract_opt_state) -> Restored:
     items = dict(params=ocp.args.StandardRestore(abstract_params),
@@ -146,6 +209,10 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def item_name(item: str) -> str:
+  return {"params": "model", "opt_state": "optimizer state"}[item]
 
 
 def abstract(tree, shardings) -> Any:

@@ -1,16 +1,19 @@
 """Run logs: TensorBoard event files, `metrics.jsonl`, and the console progress line.
 
 Only the primary process (JAX process 0) writes; the others get a writer
-that does nothing, so callers never branch on the process index.
+that does nothing, so callers never branch on the process index. The workdir
+may be a local path or a URL (`polyglot.paths`); tensorboardX writes event
+files to `gs://` and `s3://` itself.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
+
+from polyglot import paths
 
 
 class MetricWriter:
@@ -22,9 +25,10 @@ class MetricWriter:
     self._jsonl = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      os.makedirs(workdir, exist_ok=True)
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      workdir = paths.resolve(workdir)
+      paths.Path(workdir).mkdir(parents=True, exist_ok=True)
+      self._tb = SummaryWriter(paths.join(workdir, "tensorboard"))
+      self._jsonl = paths.TextAppender(paths.join(workdir, "metrics.jsonl"))
 
   def scalars(self, step: int, values: Mapping[str, float], prefix: str = "train") -> None:
     if not self.enabled:
@@ -38,6 +42,13 @@ class MetricWriter:
   def text(self, tag: str, text: str, step: int = 0) -> None:
     if self.enabled:
       self._tb.add_text(tag, f"```\n{text}\n```", step)
+
+  def flush(self) -> None:
+    """Makes everything written so far durable (a bucket's copy is otherwise refreshed at
+    most every `TextAppender.remote_flush_s` seconds)."""
+    if self.enabled:
+      self._tb.flush()
+      self._jsonl.flush(force=True)
 
   def close(self) -> None:
     if self.enabled:

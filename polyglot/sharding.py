@@ -23,6 +23,7 @@ The rules are read when a function is traced, from the context that
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -46,6 +47,10 @@ LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "expe
 # all-to-alls do not: MaxText's multi-slice guidance).
 DCN_AXES = ("data", "fsdp")
 BATCH_AXES = ("batch", "length")
+# Accelerators a mesh may be meant for (`MeshConfig.platform`); JAX calls CUDA and ROCm
+# devices "gpu" (its own alias table, `xla_bridge._platform_aliases`).
+PLATFORMS = ("gpu", "tpu")
+_PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 LogicalAxes = Sequence[str | None]
@@ -80,13 +85,16 @@ class MeshConfig:
 
   One of `data, fsdp, tensor, expert` may be -1: it takes the devices the
   others leave. `dcn_shape` (same axis order) counts slices (TPU) or hosts
-  (GPU) along each axis; only `data` and `fsdp` may cross them.
+  (GPU) along each axis; only `data` and `fsdp` may cross them. `platform` is
+  the accelerator the layout is meant for ("gpu" or "tpu"; None: any devices):
+  `make_mesh` refuses other devices, so a CPU-only JAX fails at once.
   """
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
   expert: int = 1
   dcn_shape: tuple[int, int, int, int] = (1, 1, 1, 1)
+  platform: str | None = None
 
   def __post_init__(self):
     c = "MeshConfig"
@@ -106,6 +114,9 @@ class MeshConfig:
       if name not in DCN_AXES and size != 1:
         raise ConfigError(f"{c}.dcn_shape={self.dcn_shape!r} is invalid: {name} must stay "
                           f"inside a slice; put slices on {DCN_AXES} and set {name} to 1")
+    if self.platform is not None and self.platform not in PLATFORMS:
+      raise ConfigError(f"{c}.platform={self.platform!r} is invalid: use one of {PLATFORMS}, "
+                        "or None to run on any devices")
 
   @property
   def ici_shape(self) -> tuple[int, ...]:
@@ -128,9 +139,40 @@ def _hosts_are_slices(devices: Sequence[jax.Device]) -> bool:
   return len({getattr(d, "slice_index", None) for d in devices}) > 1
 
 
+def _platform(device: jax.Device) -> str:
+  return _PLATFORM_ALIASES.get(device.platform, device.platform)
+
+
+def check_platform(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> None:
+  """Refuses `devices` (default: all) of another platform than `cfg.platform`, if set.
+
+  Entry points call it before they write anything; `make_mesh` calls it too.
+  """
+  if cfg.platform is None:
+    return
+  found = sorted({_platform(d) for d in (jax.devices() if devices is None else devices)})
+  if found != [cfg.platform]:
+    raise ConfigError(
+        f"MeshConfig.platform={cfg.platform!r} but this process sees only {', '.join(found)} "
+        f"devices: install JAX's {cfg.platform} build (make install ACCEL={cfg.platform}, see "
+        "README) or pass --gin.MeshConfig.platform=None to run on these devices")
+
+
+def describe_devices() -> str:
+  """One log line: the backend and this process's devices by kind, e.g.
+  'backend gpu: 8 x NVIDIA H100 80GB HBM3 (process 0 of 1)'."""
+  kinds = collections.Counter(d.device_kind for d in jax.local_devices())
+  devices = ", ".join(f"{n} x {kind}" for kind, n in kinds.items())
+  where = f"process {jax.process_index()} of {jax.process_count()}"
+  if jax.process_count() > 1:
+    where += f", {jax.device_count()} devices in all"
+  return f"backend {jax.default_backend()}: {devices} ({where})"
+
+
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A mesh with Auto axis types over `devices` (default: all), ICI x DCN if sliced."""
   devices = list(jax.devices() if devices is None else devices)
+  check_platform(cfg, devices)
   num_slices = math.prod(cfg.dcn_shape)
   if len(devices) % num_slices:
     raise ConfigError(f"MeshConfig.dcn_shape={cfg.dcn_shape} asks for {num_slices} slices, "

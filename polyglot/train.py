@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from polyglot import _env  # noqa: F401  pylint: disable=unused-import
+from polyglot import _env
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from polyglot import checkpoint as ckpt_lib
-from polyglot import metric_writers, models, optimizer, sharding, trainer
+from polyglot import metric_writers, models, optimizer, paths, sharding, trainer
 from polyglot.errors import CheckpointError, ConfigError, PolyglotError
 
 log = logging.getLogger("polyglot.train")
@@ -281,10 +281,15 @@ def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig,
   return state
 
 
-def restore_state(ck: ckpt_lib.Checkpointer, setup: trainer.Setup):
-  """(state, data states, step) from the newest good checkpoint."""
+def restore_state(ck: ckpt_lib.Checkpointer, setup: trainer.Setup, vocab):
+  """(state, data states, step) from the newest good checkpoint, which must hold this run's
+  model and vocabulary."""
   opt_target = {"step": setup.abstract.step, "opt_state": setup.abstract.opt_state}
   r = ck.restore(setup.abstract.params, opt_target)
+  if r.vocab != vocab.model_bytes:
+    raise ConfigError(f"checkpoint step {r.step} in {ck.directory} was trained with another "
+                      "vocabulary than this run's mixture: run with the configuration that "
+                      "wrote it (its config.gin), or pass another workdir")
   state = trainer.TrainState(r.opt_state["step"], r.params, r.opt_state["opt_state"])
   return state, (r.data or {}).get("states"), r.step
 
@@ -331,7 +336,7 @@ def build(run: RunConfig, workdir: str, gin_config: str) -> Job:
   batch_shape = jax.ShapeDtypeStruct((tc.batch_size, tc.seq_len), jnp.int32)
   batch_sh = sharding.batch_shardings(batch_shape, mesh, run.rules)
   setup = make_setup(cfg, run, mesh)
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
+  ck = ckpt_lib.Checkpointer(paths.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
   meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config}
   step_fn, eval_fn = compile_steps(setup, batch_sh, run.loss)
   return Job(run, mesh, vocab, cfg, batch_sh, setup, ck, meta, step_fn, eval_fn,
@@ -345,7 +350,7 @@ def start_or_resume(job: Job):
   data = make_data(tc, job.batch_sharding, tc.seed)
   if job.ck.latest_step() is None:
     return fresh_state(job.setup, job.cfg, job.run, job.mesh, job.vocab), data, 0
-  state, data_states, start = restore_state(job.ck, job.setup)
+  state, data_states, start = restore_state(job.ck, job.setup, job.vocab)
   data = restore_data(data, data_states, tc, job.batch_sharding, start)
   log.info("resumed from step %d in %s", start, job.ck.directory)
   return state, data, start
@@ -405,10 +410,9 @@ class Logs:
 def open_logs(workdir: str, gin_config: str, run: RunConfig) -> Logs:
   """The writers (process 0 writes, others get no-ops) and config.gin in the workdir."""
   primary = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
   if primary and gin_config:
-    pathlib.Path(workdir, "config.gin").write_text(gin_config, encoding="utf-8")
+    paths.write_text(paths.join(workdir, "config.gin"), gin_config)
     writer.text("config", gin_config)
   progress = metric_writers.Progress(run.train.num_steps, enabled=primary)
   return Logs(writer, progress)
@@ -528,12 +532,17 @@ def loop(job: Job, state, data, start: int, logs: Logs,
       break
     if job.ck.should_save(step) or step == tc.num_steps:
       last_saved = save(job, step, state, data, metrics, last_saved)
+      logs.writer.flush()  # the metrics of every saved step are in the workdir too
   return logged
 
 
 def train(run: RunConfig, workdir: str, gin_config: str = "",
           preemption: Preemption | None = None) -> dict[str, float]:
-  """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  """Trains (or resumes) in `workdir` (a local path or a URL); returns the last logged
+  metrics."""
+  log.info(sharding.describe_devices())
+  sharding.check_platform(run.mesh)  # a gpu/tpu mesh on other devices: before any write
+  workdir = paths.resolve(workdir)
   logs = open_logs(workdir, gin_config, run)
   job, data = None, None
   try:
@@ -557,15 +566,16 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
 def parse_flags(argv: list[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m polyglot.train", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--gin_file", action="append", default=[],
+  parser.add_argument("--gin_file", "--gin-file", action="append", default=[],
                       help=f"gin file (repeatable), searched in the cwd and {GIN_DIR}")
   parser.add_argument("--workdir", default=None,
-                      help="checkpoints and logs (default: workdir/<first gin file's name>)")
+                      help="checkpoints and logs, a local path or a URL such as gs://bucket/run "
+                      "(default: workdir/<first gin file's name>)")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() (TPU pods, SLURM)")
-  parser.add_argument("--coordinator_address", default=None)
-  parser.add_argument("--num_processes", type=int, default=None)
-  parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--coordinator_address", "--coordinator-address", default=None)
+  parser.add_argument("--num_processes", "--num-processes", type=int, default=None)
+  parser.add_argument("--process_id", "--process-id", type=int, default=None)
   args, rest = parser.parse_known_args(argv)
   bindings, unknown = [], []
   for arg in rest:
@@ -609,8 +619,7 @@ def init_processes(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                       force=True)
-  for noisy in ("absl", "jax._src", "orbax", "tensorflow"):  # Orbax logs through absl
-    logging.getLogger(noisy).setLevel(logging.ERROR)
+  _env.quiet_libraries()
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   try:
     run = parse_gin(args.gin_file, args.gin_bindings)
@@ -618,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2
   import gin  # pylint: disable=g-import-not-at-top
-  workdir = args.workdir or os.path.join("workdir", pathlib.Path(args.gin_file[0]).stem)
+  workdir = paths.resolve(args.workdir or f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
   preemption = Preemption()
   preemption.install()
   try:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 
+from polyglot import paths
 from polyglot.data import cache, mixtures, sources
 from polyglot.data.vocab import Vocabulary
 
@@ -13,13 +13,14 @@ def register_text_directory(path: str | os.PathLike, *, name: str | None = None,
                             alpha: float = mixtures.DEFAULT_ALPHA,
                             vocabulary: Vocabulary | None = None,
                             validation_every: int = sources.VALIDATION_EVERY):
-  """Registers a Task per `<language>.txt[.gz|.xz]` in `path` and the Mixture `name`.
+  """Registers a Task per `<language>.txt[.gz|.xz]` in `path` (a local directory or a
+  URL) and the Mixture `name`.
 
   `name` defaults to the directory's name (`.../cc100` -> `cc100`).
   """
   mixtures.check_alpha(alpha)
-  directory = pathlib.Path(path).expanduser().resolve()
-  name = name or re.sub(r"\W", "_", directory.name)
+  directory = paths.resolve(path)
+  name = name or re.sub(r"\W", "_", paths.Path(directory).name)
   langs, sizes = sources.text_directory_sources(directory, validation_every)
   spec = ("text", tuple(cache.file_key(s.path) for s in langs.values()), validation_every)
   return mixtures.register_corpus(name, langs, sizes, alpha=alpha, vocabulary=vocabulary,

@@ -1,4 +1,4 @@
-"""Orbax checkpoints: exact round trips, other meshes, damaged steps skipped."""
+"""Orbax checkpoints: exact round trips, other meshes, damaged steps moved aside, misfits."""
 import os
 import shutil
 
@@ -48,23 +48,67 @@ def test_roundtrip_onto_another_mesh_is_exact(tmp_path):
   np.testing.assert_array_equal(restored.params["b"], tree()["b"])
 
 
-def test_damaged_latest_step_falls_back_with_a_warning(tmp_path, caplog):
+def damaged_run(tmp_path):
+  """Steps 1 and 2 saved, step 2's parameters then deleted, plus a save that never finished."""
   directory = str(tmp_path / "checkpoints")
   ck = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(save_every=1))
   save(ck, 1, tree(1))
   save(ck, 2, tree(2))
   ck.wait()
+  ck.close()
   shutil.rmtree(os.path.join(directory, "2", "params"))
   # A save that never finished leaves only a temporary directory: never listed.
   os.makedirs(os.path.join(directory, "3.orbax-checkpoint-tmp-123"))
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree())
-  reader = checkpoint.Checkpointer(directory, read_only=True)
-  assert reader.steps() == [1, 2]
-  restored = reader.restore(target)
-  assert restored.step == 1 and "step 2" in caplog.text
+  return directory
+
+
+TARGET = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree())
+
+
+def test_damaged_latest_step_is_moved_aside_and_rewritten(tmp_path, caplog):
+  directory = damaged_run(tmp_path)
+  writer = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(save_every=1))
+  assert writer.steps() == [1, 2]
+  restored = writer.restore(TARGET)
+  assert restored.step == 1
   np.testing.assert_array_equal(restored.params["w"], tree(1)["w"])
+  aside = [n for n in os.listdir(directory) if n.startswith("2.damaged-")]
+  assert len(aside) == 1 and os.listdir(os.path.join(directory, aside[0]))  # kept, not deleted
+  warning = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+  assert len(warning) == 1 and "step 2" in warning[0] and aside[0] in warning[0]
+  assert writer.steps() == [1]
+  save(writer, 2, tree(3))  # the run goes on and writes step 2 again
+  writer.wait()
+  again = writer.restore(TARGET)
+  assert again.step == 2
+  np.testing.assert_array_equal(again.params["w"], tree(3)["w"])
+
+
+def test_a_reader_never_moves_a_damaged_checkpoint(tmp_path):
+  directory = damaged_run(tmp_path)
+  before = sorted(os.listdir(directory))
+  reader = checkpoint.Checkpointer(directory, read_only=True)
   with pytest.raises(CheckpointError, match="step 2 .* cannot be restored"):
-    reader.restore(target, step=2)
+    reader.restore(TARGET)
+  with pytest.raises(CheckpointError, match="step 2 .* cannot be restored"):
+    reader.restore(TARGET, step=2)
+  assert sorted(os.listdir(directory)) == before
+  assert reader.restore(TARGET, step=1).step == 1
+
+
+def test_another_model_is_reported_as_such_not_as_damage(tmp_path):
+  directory = str(tmp_path / "checkpoints")
+  ck = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(save_every=1))
+  save(ck, 1, tree(1))
+  ck.wait()
+  wider = {"w": jax.ShapeDtypeStruct((8, 32), np.float32), "b": TARGET["b"]}
+  with pytest.raises(CheckpointError, match=r"holds another model than this run \(params: "
+                     r"\['w'\] has shape \(8, 16\) there, \(8, 32\) here\)"):
+    ck.restore(wider)
+  extra = {**TARGET, "g": jax.ShapeDtypeStruct((4,), np.float32)}
+  with pytest.raises(CheckpointError, match=r"it has no \['g'\]"):
+    ck.restore(extra)
+  assert ck.steps() == [1] and os.listdir(directory) == ["1"]
 
 
 def test_empty_directory_is_a_clear_error(tmp_path):

@@ -379,7 +379,8 @@ def test_continued_pretraining_from_a_random_hf_model(vocab, corpus, tmp_path):
       sys.executable, "-m", "polyglot.train", "--gin_file=runs/continue_from_hf.gin",
       f"--workdir={workdir}", f"--gin.INIT_FROM='{init}'",
       f"--gin.VOCAB='{init / 'sentencepiece.bpe.model'}'", f"--gin.TEXT_DIR='{text_dir}'",
-      "--gin.MeshConfig.fsdp=1", "--gin.COMPUTE_DTYPE='float32'", "--gin.NUM_STEPS=10",
+      "--gin.MeshConfig.fsdp=1", "--gin.MeshConfig.platform=None",  # a GPU mesh, on 1 CPU
+      "--gin.COMPUTE_DTYPE='float32'", "--gin.NUM_STEPS=10",
       "--gin.BATCH_SIZE=8", "--gin.TrainConfig.seq_len=64", "--gin.LEARNING_RATE=3e-3",
       "--gin.WARMUP_STEPS=2", "--gin.TrainConfig.log_every=1", "--gin.TrainConfig.eval_every=0",
       "--gin.TrainConfig.shuffle_buffer=32", "--gin.CheckpointConfig.save_every=10"],

@@ -1,5 +1,6 @@
 """results.json / results.md / results.png and the XTREME-style averages."""
 import json
+import pathlib
 
 import pytest
 
@@ -36,16 +37,17 @@ def test_summary_averages_tasks_then_categories():
 
 def test_write_report_files(tmp_path):
   meta = {"checkpoint": "/ckpt", "step": 1000}
-  paths = report.write_report(tmp_path / "out", SCORES, meta,
-                              splits={"xnli": {"de": "dev", "en": "dev"}})
-  data = json.loads(paths["json"].read_text(encoding="utf-8"))
+  files = {k: pathlib.Path(v) for k, v in report.write_report(
+      tmp_path / "out", SCORES, meta, splits={"xnli": {"de": "dev", "en": "dev"}}).items()}
+  assert files == {k: tmp_path / "out" / f"results.{k}" for k in ("json", "md", "png")}
+  data = json.loads(files["json"].read_text(encoding="utf-8"))
   assert data["run"] == meta and data["tasks"]["panx"]["languages"]["hau"]["score"] == 40.0
-  md = paths["md"].read_text(encoding="utf-8")
+  md = files["md"].read_text(encoding="utf-8")
   assert "| language | xnli | pawsx | panx | xquad | tatoeba | bucc2018 |" in md
   assert "| de | 70.0† | 90.0 |  | 60.0 | 30.0 |  |" in md
   assert "| **average** | **75.0** | **90.0** | **50.0** | **60.0** | **30.0** | **50.0** |" in md
   assert "| **overall** | **58.1** |" in md
-  png = paths["png"].read_bytes()
+  png = files["png"].read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 

@@ -8,22 +8,28 @@ success.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
+from polyglot import _env
 from polyglot.errors import ConfigError, PolyglotError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse whose usage errors are one line and exit 2; `description` is the tool's docstring."""
+  """argparse whose usage errors are one line and exit 2; `description` is the tool's docstring.
+
+  Errors name a flag by its primary spelling (`--text_dir`), not with its
+  hyphenated alias (`--text_dir/--text-dir`).
+  """
 
   def __init__(self, description: str):
     super().__init__(description=description,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
 
   def error(self, message: str) -> NoReturn:
+    message = re.sub(r"/--[a-z0-9]+(?:-[a-z0-9]+)+", "", message)
     print(f"error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
 
@@ -36,8 +42,7 @@ def main(parser: ArgumentParser, action: Callable[[argparse.Namespace], str],
   """
   args = parser.parse_args(argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
-  for noisy in ("absl", "orbax"):  # Orbax logs notices through absl
-    logging.getLogger(noisy).setLevel(logging.ERROR)
+  _env.quiet_libraries()
   try:
     print(action(args))
   except ConfigError as e:

@@ -16,7 +16,7 @@ import os
 import pathlib
 from typing import NamedTuple
 
-from polyglot import api
+from polyglot import api, paths
 from polyglot.convert import files, hf, tokenizer
 from polyglot.errors import ConversionError
 
@@ -26,7 +26,7 @@ ENTRIES = (CONFIG, WEIGHTS, *tokenizer.FILES)
 
 
 class Exported(NamedTuple):
-  directory: pathlib.Path
+  directory: str                 # resolved: an absolute local path or a URL
   architecture: str              # the XLMRobertaFor* class
   step: int                      # the checkpoint step exported
   vocab_size: int
@@ -49,9 +49,11 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
   state = hf.to_hf(hf.params_of(loaded.model), cfg, kind)
   labels = loaded.meta.get("labels")
   files.clear_output(out, ENTRIES)
-  write_config(out, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
-  write_weights(out / WEIGHTS, state)
-  tokenizer.save(loaded.vocab, out, cfg.max_len)
+  with paths.staged_dir(out) as local:
+    local = pathlib.Path(local)
+    write_config(local, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
+    write_weights(local / WEIGHTS, state)
+    tokenizer.save(loaded.vocab, local, cfg.max_len)
   return Exported(out, hf.HF_ARCHITECTURES[kind], loaded.step, cfg.vocab_size)
 
 

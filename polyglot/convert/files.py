@@ -7,18 +7,19 @@ is a workdir-shaped directory that `polyglot.load` and
   <output_dir>/checkpoints/0/           params, vocabulary, meta (no optimizer state)
   <output_dir>/sentencepiece.bpe.model  the vocabulary again, for a mixture's
                                         `vocabulary` binding in gin
+
+Directories may be local (relative ones resolved against the working
+directory) or URLs (`polyglot.paths`).
 """
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 from typing import Any, Sequence
 
 import numpy as np
 
-from polyglot import checkpoint
+from polyglot import checkpoint, paths
 from polyglot.data.vocab import HF_MODEL_FILENAME, Vocabulary
 from polyglot.errors import ConversionError
 
@@ -26,33 +27,34 @@ CHECKPOINT_ENTRIES = (checkpoint.SUBDIR, HF_MODEL_FILENAME)
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool,
-                 source: str | os.PathLike) -> pathlib.Path:
+                 source: str | os.PathLike) -> str:
   """`path` resolved, if it may be written: not the `source` being converted, not a file, and
   empty or missing unless `overwrite`. Nothing is written yet."""
-  path = pathlib.Path(path).expanduser().resolve()
-  if path == pathlib.Path(source).expanduser().resolve():
-    raise ConversionError(f"output directory {path} is the input: pass another --output_dir")
-  if path.exists() and not path.is_dir():
-    raise ConversionError(f"output {path} is a file: pass a directory as --output_dir")
-  if path.is_dir() and any(path.iterdir()) and not overwrite:
-    raise ConversionError(f"output directory {path} is not empty: pass --overwrite to "
+  resolved = paths.resolve(path)
+  if resolved == paths.resolve(source):
+    raise ConversionError(f"output directory {resolved} is the input: pass another --output_dir")
+  out = paths.Path(resolved)
+  if out.exists() and not out.is_dir():
+    raise ConversionError(f"output {resolved} is a file: pass a directory as --output_dir")
+  if out.is_dir() and any(out.iterdir()) and not overwrite:
+    raise ConversionError(f"output directory {resolved} is not empty: pass --overwrite to "
                           "replace its files, or choose an empty directory")
-  return path
+  return resolved
 
 
-def clear_output(path: pathlib.Path, entries: Sequence[str]) -> None:
+def clear_output(path: str, entries: Sequence[str]) -> None:
   """Creates `path`, removing the `entries` a converter writes (other files stay)."""
   for name in entries:
-    entry = path / name
+    entry = paths.Path(path) / name
     if entry.is_dir():
-      shutil.rmtree(entry)
+      entry.rmtree()
     elif entry.exists():
       entry.unlink()
-  path.mkdir(parents=True, exist_ok=True)
+  paths.Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def save_checkpoint(directory: pathlib.Path, params: Any, vocab: Vocabulary,
-                    meta: dict[str, Any]) -> pathlib.Path:
+def save_checkpoint(directory: str, params: Any, vocab: Vocabulary,
+                    meta: dict[str, Any]) -> str:
   """Writes `params` as step 0 of `directory/checkpoints` plus the vocabulary file, replacing
   those of an earlier conversion (see `check_output` first).
 
@@ -60,7 +62,7 @@ def save_checkpoint(directory: pathlib.Path, params: Any, vocab: Vocabulary,
   checkpoint through `TrainConfig.init_from`, which reads parameters only.
   """
   clear_output(directory, CHECKPOINT_ENTRIES)
-  writer = checkpoint.Checkpointer(str(directory / checkpoint.SUBDIR),
+  writer = checkpoint.Checkpointer(paths.join(directory, checkpoint.SUBDIR),
                                    checkpoint.CheckpointConfig(async_save=False))
   try:
     writer.save(0, params=params, opt_state={"step": np.int32(0)}, vocab=vocab.model_bytes,
@@ -72,8 +74,9 @@ def save_checkpoint(directory: pathlib.Path, params: Any, vocab: Vocabulary,
   return directory
 
 
-def read_json(path: pathlib.Path) -> dict[str, Any]:
-  """The JSON object in `path`; {} when the file is absent."""
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+  """The JSON object in `path` (local or a URL); {} when the file is absent."""
+  path = paths.Path(paths.resolve(path))
   if not path.is_file():
     return {}
   try:
@@ -83,5 +86,5 @@ def read_json(path: pathlib.Path) -> dict[str, Any]:
                           "model's source") from None
 
 
-def write_json(path: pathlib.Path, value: Any) -> None:
-  path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def write_json(path: str | os.PathLike, value: Any) -> None:
+  paths.write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -13,11 +13,12 @@ XLM-R's layout (polyglot/data/vocab.py) and agree with `config.json` and the
 tokenizer files. The head the weights carry (MLM, sequence or token
 classification, QA) becomes the checkpoint's model kind; floating tensors
 become float32. Output: step 0 of a polyglot checkpoint (polyglot/convert/files.py).
+Both directories may be local or URLs (`polyglot.paths`).
 """
 from __future__ import annotations
 
+import io
 import os
-import pathlib
 import pickle
 from typing import Any, Callable, NamedTuple
 
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from polyglot import api
+from polyglot import api, paths
 from polyglot.convert import files, hf, tokenizer
 from polyglot.data.vocab import HF_MODEL_FILENAME, Vocabulary
 from polyglot.errors import ConversionError, DataError
@@ -39,7 +40,7 @@ CLASSIFIERS = ("sequence_classification", "token_classification")
 
 
 class Imported(NamedTuple):
-  directory: pathlib.Path
+  directory: str                 # resolved: an absolute local path or a URL
   kind: str                      # polyglot model kind (masked_lm, ...)
   config: EncoderConfig
 
@@ -47,7 +48,7 @@ class Imported(NamedTuple):
 def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
               overwrite: bool = False) -> Imported:
   """Converts the XLM-R model in `hf_dir` into step 0 of a polyglot checkpoint in `output_dir`."""
-  hf_dir = pathlib.Path(hf_dir).expanduser()
+  hf_dir = paths.Path(paths.resolve(hf_dir))
   if not hf_dir.is_dir():
     raise ConversionError(f"Hugging Face directory {hf_dir} does not exist: pass a local folder "
                           f"holding {CONFIG}, {SAFETENSORS} and {HF_MODEL_FILENAME}")
@@ -62,7 +63,7 @@ def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                           "polyglot checkpoints hold a model with a head: convert an "
                           "XLMRobertaForMaskedLM (or a fine-tuned XLMRobertaFor*) instead")
   meta = {"model_kind": kind, "model_config": cfg.to_dict(),
-          "origin": f"converted from Hugging Face {hf_dir.resolve()}"}
+          "origin": f"converted from Hugging Face {hf_dir}"}
   if kind in CLASSIFIERS:
     meta["labels"] = read_labels(hf_config, hf_dir)
   params = hf.from_hf(state, cfg, kind)
@@ -71,7 +72,7 @@ def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
   return Imported(out, kind, cfg)
 
 
-def read_config(hf_dir: pathlib.Path) -> dict[str, Any]:
+def read_config(hf_dir: paths.Path) -> dict[str, Any]:
   config = files.read_json(hf_dir / CONFIG)
   if not config:
     raise ConversionError(f"{hf_dir} has no {CONFIG}: pass the folder of a saved "
@@ -82,7 +83,7 @@ def read_config(hf_dir: pathlib.Path) -> dict[str, Any]:
   return config
 
 
-def read_vocabulary(hf_dir: pathlib.Path, cfg: EncoderConfig) -> Vocabulary:
+def read_vocabulary(hf_dir: paths.Path, cfg: EncoderConfig) -> Vocabulary:
   """The directory's SentencePiece model, checked for XLM-R's layout, as a Vocabulary."""
   path = hf_dir / HF_MODEL_FILENAME
   if not path.is_file():
@@ -102,7 +103,7 @@ def read_vocabulary(hf_dir: pathlib.Path, cfg: EncoderConfig) -> Vocabulary:
   return vocab
 
 
-def read_labels(hf_config: dict[str, Any], hf_dir: pathlib.Path) -> list[str]:
+def read_labels(hf_config: dict[str, Any], hf_dir: paths.Path) -> list[str]:
   """Label names in id order, from `id2label` (JSON keys are strings)."""
   id2label = hf_config.get("id2label") or {}
   try:
@@ -115,7 +116,7 @@ def read_labels(hf_config: dict[str, Any], hf_dir: pathlib.Path) -> list[str]:
   return labels
 
 
-def read_weights(hf_dir: pathlib.Path) -> hf.StateDict:
+def read_weights(hf_dir: paths.Path) -> hf.StateDict:
   """The state dict of `hf_dir`: safetensors first, PyTorch pickles of tensors otherwise."""
   for name, reader in ((SAFETENSORS, _read_safetensors), (PYTORCH, _read_pytorch)):
     if (hf_dir / name).is_file():
@@ -127,7 +128,7 @@ def read_weights(hf_dir: pathlib.Path) -> hf.StateDict:
                         f"shards with their {INDEX_SUFFIX})")
 
 
-def _read_shards(index: pathlib.Path, reader: Callable[[pathlib.Path], hf.StateDict]
+def _read_shards(index: paths.Path, reader: Callable[[paths.Path], hf.StateDict]
                  ) -> hf.StateDict:
   shards = sorted(set(files.read_json(index).get("weight_map", {}).values()))
   if not shards:
@@ -148,20 +149,22 @@ def _numpy(tensors) -> hf.StateDict:
           for k, v in tensors.items()}
 
 
-def _read_safetensors(path: pathlib.Path) -> hf.StateDict:
+def _read_safetensors(path: paths.Path) -> hf.StateDict:
   from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
-  from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import load, load_file  # pylint: disable=g-import-not-at-top
   try:
-    return _numpy(load_file(str(path)))
+    if paths.is_url(path):
+      return _numpy(load(path.read_bytes()))
+    return _numpy(load_file(os.fspath(path)))
   except (SafetensorError, OSError) as e:
     raise ConversionError(f"{path} is not a readable safetensors file ({e}): copy it "
                           "again") from None
 
 
-def _read_pytorch(path: pathlib.Path) -> hf.StateDict:
+def _read_pytorch(path: paths.Path) -> hf.StateDict:
   import torch  # pylint: disable=g-import-not-at-top
   try:
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     raise ConversionError(f"{path} holds objects other than tensors, which polyglot never "
                           f"unpickles ({str(e).splitlines()[0]}): convert it to safetensors "
@@ -175,7 +178,7 @@ def _read_pytorch(path: pathlib.Path) -> hf.StateDict:
   return _numpy(state)
 
 
-def check_shapes(params: hf.Params, meta: dict[str, Any], hf_dir: pathlib.Path) -> None:
+def check_shapes(params: hf.Params, meta: dict[str, Any], hf_dir: paths.Path) -> None:
   """ConversionError unless `params` fit the model that `meta` builds (what polyglot.load does)."""
   model = nnx.eval_shape(lambda: api.build_from_meta(meta, nnx.Rngs(0)))
   want = {jax.tree_util.keystr(p): x.shape

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import NamedTuple, Sequence
 
 import jax
@@ -35,7 +34,7 @@ import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
-from polyglot import api
+from polyglot import api, paths
 from polyglot.convert import files, hf
 from polyglot.data.vocab import WORD_START, Vocabulary
 from polyglot.errors import ConfigError, ConversionError, DataError
@@ -60,7 +59,7 @@ class ExtensionConfig:
 
 
 class Extended(NamedTuple):
-  directory: pathlib.Path
+  directory: str                 # resolved: an absolute local path or a URL
   added: int                     # pieces appended
   vocab_size: int                # ids of the extended model
 
@@ -140,7 +139,7 @@ def extend_checkpoint(checkpoint_dir: str | os.PathLike, new: Vocabulary,
   params = resize(hf.params_of(loaded.model), loaded.vocab, added, cfg)
   model_cfg = loaded.config.replace(vocab_size=merged.vocab_size)
   meta = {"model_kind": kind, "model_config": model_cfg.to_dict(),
-          "origin": (f"{pathlib.Path(checkpoint_dir).resolve()} step {loaded.step} with "
+          "origin": (f"{paths.resolve(checkpoint_dir)} step {loaded.step} with "
                      f"{len(added)} pieces of {new.name} ({cfg.init} init)")}
   files.save_checkpoint(out, params, merged, meta)
   return Extended(out, len(added), merged.vocab_size)

@@ -3,16 +3,18 @@
 Everything here can be deleted at any time and is rebuilt on demand: the
 default vocabulary, per-file corpus statistics, decompressed `.xz` corpora.
 The directory is `$POLYGLOT_CACHE` when set, else `~/.cache/polyglot`.
-Writes are atomic (a temporary file renamed into place), so processes that
-build the same entry at once never read a partial file.
+Writes are atomic (`paths.write_bytes`: a temporary file renamed into
+place), so processes that build the same entry at once never read a partial
+file.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
+
+from polyglot import paths
 
 CACHE_ENV = "POLYGLOT_CACHE"
 
@@ -25,23 +27,15 @@ def cache_dir(*parts: str) -> pathlib.Path:
   return path
 
 
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-  """Writes `data` to `path` so that readers see the old file or the whole new one."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; cache entries are shared files
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
-def file_key(path: pathlib.Path, *extra: Any) -> str:
-  """A key that changes whenever the file does: resolved path, size, mtime (+ `extra`)."""
-  stat = path.stat()
-  return json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, *extra])
+def file_key(path: str | os.PathLike, *extra: Any) -> str:
+  """A key that changes whenever the file does: resolved path (or URL), size, mtime
+  (+ `extra`)."""
+  path = paths.resolve(path)
+  if paths.is_url(path):
+    stat = paths.Path(path).stat()  # an object's size and its update time in seconds
+    return json.dumps([path, stat.length, stat.mtime, *extra])
+  stat = os.stat(path)
+  return json.dumps([os.path.realpath(path), stat.st_size, stat.st_mtime_ns, *extra])
 
 
 def read_json(name: str) -> dict[str, Any]:
@@ -56,4 +50,4 @@ def update_json(name: str, entries: dict[str, Any]) -> None:
   """Adds `entries` to the JSON object cached under `name`, keeping others' entries."""
   merged = read_json(name)
   merged.update(entries)
-  write_atomic(cache_dir() / name, json.dumps(merged, sort_keys=True).encode("utf-8"))
+  paths.write_bytes(cache_dir() / name, json.dumps(merged, sort_keys=True).encode("utf-8"))

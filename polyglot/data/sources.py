@@ -24,7 +24,9 @@ guess encodings: re-encode the file).
   `.txt.gz` or `.txt.xz` (CC-100: `sw.txt.xz`; Glot500-c and UDHR:
   `swh_Latn.txt`). Lines are texts; blank lines (CC-100's document breaks)
   are skipped. `.gz` is read by TensorFlow directly; `.xz`, which TensorFlow
-  cannot read, is decompressed once into the cache.
+  cannot read, is decompressed once into the cache. The directory may be a
+  URL (`gs://...`): polyglot lists and scans it through `polyglot.paths`, and
+  tf.data reads the files with TensorFlow's own GCS client.
 - TFDS: a prepared builder in a TFDS data dir (mC4 is `c4/multilingual` with
   splits `<lang>` and `<lang>-validation`); its `text` feature is used.
 """
@@ -37,12 +39,12 @@ import gzip
 import hashlib
 import lzma
 import math
-import pathlib
+import os
 import re
 import shutil
 from typing import Mapping, Sequence
 
-from polyglot import _env
+from polyglot import _env, paths
 from polyglot.data import cache, languages
 from polyglot.errors import ConfigError, DataError
 
@@ -118,7 +120,7 @@ class TextStats:
 class TextFileSource(LineSource):
   """The lines of one text file (`.txt`, `.txt.gz`, or `.txt.xz` read via the cache)."""
 
-  def __init__(self, path: pathlib.Path, stats: TextStats, validation_every: int):
+  def __init__(self, path: paths.Path, stats: TextStats, validation_every: int):
     self.path = path
     self._readable = _readable_path(path)
     self._holdout_raw = stats.holdout_raw
@@ -126,7 +128,7 @@ class TextFileSource(LineSource):
 
   def _lines(self, split: str) -> tf.data.Dataset:
     compression = "GZIP" if self._readable.name.endswith(".gz") else ""
-    ds = tf.data.TextLineDataset(str(self._readable), compression_type=compression)
+    ds = tf.data.TextLineDataset(os.fspath(self._readable), compression_type=compression)
     return ds.take(self._holdout_raw) if split == "validation" else ds.skip(self._holdout_raw)
 
   def __str__(self) -> str:
@@ -207,7 +209,7 @@ def embedded_corpus() -> EmbeddedCorpus:
 
 
 # Text directories.
-def _language_tag(path: pathlib.Path) -> str:
+def _language_tag(path: paths.Path) -> str:
   name = path.name
   for suffix in TEXT_SUFFIXES:
     if name.endswith(suffix):
@@ -215,14 +217,15 @@ def _language_tag(path: pathlib.Path) -> str:
   raise AssertionError(name)
 
 
-def discover_text_files(directory: str | pathlib.Path) -> dict[str, pathlib.Path]:
-  """Canonical language id -> file, for the `<tag>.txt[.gz|.xz]` files in `directory`."""
-  directory = pathlib.Path(directory).expanduser()
+def discover_text_files(directory: str | os.PathLike) -> dict[str, paths.Path]:
+  """Canonical language id -> file, for the `<tag>.txt[.gz|.xz]` files in `directory`
+  (a local path or a URL)."""
+  directory = paths.Path(paths.resolve(directory))
   if not directory.is_dir():
     raise DataError(f"text directory {directory} does not exist: pass a directory holding "
                     "one <language>.txt file per language (e.g. sw.txt, swh_Latn.txt)")
-  found: dict[str, pathlib.Path] = {}
-  for path in sorted(directory.iterdir()):
+  found: dict[str, paths.Path] = {}
+  for path in sorted(directory.iterdir(), key=lambda p: p.name):
     if not path.is_file() or not path.name.endswith(TEXT_SUFFIXES):
       continue  # MANIFEST.tsv, READMEs, ...
     try:
@@ -239,15 +242,16 @@ def discover_text_files(directory: str | pathlib.Path) -> dict[str, pathlib.Path
   return found
 
 
-def _open_binary(path: pathlib.Path):
+def _open_binary(path: paths.Path):
+  raw = path.open("rb")
   if path.name.endswith(".gz"):
-    return gzip.open(path, "rb")
+    return gzip.open(raw, "rb")
   if path.name.endswith(".xz"):
-    return lzma.open(path, "rb")
-  return open(path, "rb")
+    return lzma.open(raw, "rb")
+  return raw
 
 
-def _scan(path: pathlib.Path, validation_every: int) -> TextStats:
+def _scan(path: paths.Path, validation_every: int) -> TextStats:
   """Counts bytes and non-blank lines, checks UTF-8, finds the held-out block.
 
   Blank means ASCII whitespace only, as for `tf.strings.strip` in the pipeline.
@@ -274,11 +278,11 @@ def _scan(path: pathlib.Path, validation_every: int) -> TextStats:
   return TextStats(num_bytes, num_lines, holdout_raw)
 
 
-def text_stats(paths: Sequence[pathlib.Path], validation_every: int) -> list[TextStats]:
+def text_stats(files: Sequence[paths.Path], validation_every: int) -> list[TextStats]:
   """`TextStats` of each file: from the cache, else by one pass (then cached)."""
   cached = cache.read_json(_STATS_CACHE)
   stats, fresh = [], {}
-  for path in paths:
+  for path in files:
     key = cache.file_key(path, validation_every, _STATS_VERSION)
     if key not in cached:
       fresh[key] = dataclasses.asdict(_scan(path, validation_every))
@@ -288,7 +292,7 @@ def text_stats(paths: Sequence[pathlib.Path], validation_every: int) -> list[Tex
   return stats
 
 
-def _readable_path(path: pathlib.Path) -> pathlib.Path:
+def _readable_path(path: paths.Path) -> paths.Path:
   """`path`, or for `.xz` (which TensorFlow cannot read) its decompressed copy in the cache."""
   if not path.name.endswith(".xz"):
     return path
@@ -296,13 +300,13 @@ def _readable_path(path: pathlib.Path) -> pathlib.Path:
   plain = cache.cache_dir("decompressed") / f"{path.name[:-3]}.{key}"
   if not plain.exists():
     tmp = plain.with_name(f".{plain.name}.partial")
-    with lzma.open(path, "rb") as src, open(tmp, "wb") as dst:
+    with _open_binary(path) as src, open(tmp, "wb") as dst:
       shutil.copyfileobj(src, dst, 1 << 24)
     tmp.replace(plain)
-  return plain
+  return paths.Path(plain)
 
 
-def text_directory_sources(directory: str | pathlib.Path,
+def text_directory_sources(directory: str | os.PathLike,
                            validation_every: int = VALIDATION_EVERY
                            ) -> tuple[dict[str, TextFileSource], dict[str, int]]:
   """Sources and sizes (bytes) of a text directory, keyed by canonical language id."""

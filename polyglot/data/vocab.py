@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from polyglot import _env
+from polyglot import _env, paths
 from polyglot.data import cache, sources
 from polyglot.errors import ConfigError, DataError
 
@@ -93,7 +93,7 @@ class Vocabulary(seqio.Vocabulary):
     elif callable(self._source):
       data = self._source()
     else:
-      path = pathlib.Path(self._source)
+      path = paths.Path(paths.resolve(self._source))
       if not path.is_file():
         raise DataError(f"vocabulary file {path} does not exist: pass the path of a "
                         "SentencePiece .model file or train one with tools/train_vocab.py")
@@ -207,11 +207,11 @@ class Vocabulary(seqio.Vocabulary):
   def __str__(self) -> str:
     return f"Vocabulary({self.name}, vocab_size={self.vocab_size})"
 
-  def save(self, directory: str | os.PathLike) -> pathlib.Path:
-    """Writes the model as `<directory>/sentencepiece.bpe.model` (HF's file name)."""
-    path = pathlib.Path(directory, HF_MODEL_FILENAME)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(self.model_bytes)
+  def save(self, directory: str | os.PathLike) -> str:
+    """Writes the model as `<directory>/sentencepiece.bpe.model` (HF's file name); the
+    directory may be local or a URL."""
+    path = paths.join(paths.resolve(directory), HF_MODEL_FILENAME)
+    paths.write_bytes(path, self.model_bytes)
     return path
 
 
@@ -328,4 +328,4 @@ def _train_default(path: pathlib.Path, cfg: VocabConfig) -> None:
   datasets = [tf.data.Dataset.from_tensor_slices(list(corpus.train_lines(lang)))
               for lang in rates]
   texts = sample_texts(datasets, list(rates.values()), cfg.sample_size, cfg.seed)
-  cache.write_atomic(path, train(texts, cfg).model_bytes)
+  paths.write_bytes(path, train(texts, cfg).model_bytes)

@@ -22,6 +22,7 @@ import os
 import pathlib
 import sys
 
+from polyglot import _env, paths
 from polyglot.errors import ConfigError, PolyglotError
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[3] / "gin"
@@ -37,14 +38,18 @@ class _Parser(argparse.ArgumentParser):
 def parse_flags(argv: list[str]) -> argparse.Namespace:
   p = _Parser(prog="python -m polyglot.eval.xtreme", description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint_dir", required=True, help="a polyglot.train workdir")
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+                 help="a polyglot.train workdir")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-  p.add_argument("--data_dir", default=None, help="XTREME or shared-data task folders")
-  p.add_argument("--tfds_data_dir", default=None, help="prepared TFDS builders instead")
+  p.add_argument("--data_dir", "--data-dir", default=None,
+                 help="XTREME or shared-data task folders")
+  p.add_argument("--tfds_data_dir", "--tfds-data-dir", default=None,
+                 help="prepared TFDS builders instead")
   p.add_argument("--tasks", default=ALL_TASKS, help=f"comma-separated (default {ALL_TASKS})")
-  p.add_argument("--output_dir", required=True, help="report, scores and fine-tuned models")
+  p.add_argument("--output_dir", "--output-dir", required=True,
+                 help="report, scores and fine-tuned models")
   p.add_argument("--languages", default=None, help="comma-separated (default: all found)")
-  p.add_argument("--gin_file", action="append", default=[],
+  p.add_argument("--gin_file", "--gin-file", action="append", default=[],
                  help=f"gin file (repeatable) in the cwd or {GIN_DIR}, parsed after "
                  f"{DEFAULT_GIN}")
   p.add_argument("--mesh", action="store_true",
@@ -63,17 +68,21 @@ def parse_gin(files: list[str], bindings: list[str]) -> None:
   import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin.add_config_file_search_path(str(GIN_DIR))
-  paths = []
+  found = []
   for f in files:
     if not (os.path.exists(f) or (GIN_DIR / f).exists()):
       raise ConfigError(f"gin file {f!r} not found in {os.getcwd()} or {GIN_DIR}; check the "
                         f"path (e.g. --gin_file={DEFAULT_GIN})")
-    paths.append(f if os.path.exists(f) else str(GIN_DIR / f))  # gin logs misses as errors
+    found.append(f if os.path.exists(f) else str(GIN_DIR / f))  # gin logs misses as errors
   try:
-    gin.parse_config_files_and_bindings(paths, bindings, finalize_config=True,
+    gin.parse_config_files_and_bindings(found, bindings, finalize_config=True,
                                         skip_unknown=False)
   except (ValueError, KeyError, ImportError, IOError, SyntaxError) as e:
     raise ConfigError(f"gin: {str(e).splitlines()[0]}") from e
+
+
+def resolve_or_none(path: str | None) -> str | None:
+  return None if path is None else paths.resolve(path)
 
 
 def make_request(args: argparse.Namespace):
@@ -91,13 +100,12 @@ def make_request(args: argparse.Namespace):
   languages = tuple(x.strip() for x in args.languages.split(",") if x.strip()) if (
       args.languages) else None
   request = run.Request(
-      checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir, tasks=specs,
-      hparams=hparams, data_dir=args.data_dir, tfds_data_dir=args.tfds_data_dir,
+      checkpoint_dir=paths.resolve(args.checkpoint_dir),
+      output_dir=paths.resolve(args.output_dir), tasks=specs, hparams=hparams,
+      data_dir=resolve_or_none(args.data_dir), tfds_data_dir=resolve_or_none(args.tfds_data_dir),
       step=args.step, languages=languages, config=configurables.XtremeConfig(),
       mesh=configurables.MeshConfig() if args.mesh else None)
-  os.makedirs(args.output_dir, exist_ok=True)
-  pathlib.Path(args.output_dir, "config.gin").write_text(gin.operative_config_str(),
-                                                         encoding="utf-8")
+  paths.write_text(paths.join(request.output_dir, "config.gin"), gin.operative_config_str())
   return request
 
 
@@ -109,17 +117,16 @@ def _fail(e: Exception, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("polyglot").setLevel(logging.INFO)  # also where an import set up logging
-  for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
-    logging.getLogger(noisy).setLevel(logging.ERROR)
+  _env.quiet_libraries()
   from polyglot.eval.xtreme import run  # pylint: disable=g-import-not-at-top
   try:
     request = make_request(parse_flags(sys.argv[1:] if argv is None else argv))
-    paths = run.evaluate(request)
+    files = run.evaluate(request)
   except ConfigError as e:
     return _fail(e, 2)
   except PolyglotError as e:
     return _fail(e, 1)
-  print(f"done: {paths['md']}")
+  print(f"done: {files['md']}")
   return 0
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
+from polyglot.paths import Path
 from polyglot.errors import DataError
 from polyglot.eval.xtreme import tasks
 
@@ -92,7 +92,7 @@ _PAWSX_PLACEHOLDER = "NS"
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
   """(1-based line number, line without its end-of-line) of a UTF-8 file."""
   try:
-    with open(path, encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f:
       for lineno, line in enumerate(f, 1):
         yield lineno, line.rstrip("\r\n")
   except UnicodeDecodeError as e:
@@ -262,7 +262,7 @@ def read_conllu(path: Path, lang: str) -> list[TagExample]:
 
 def _squad_articles(path: Path) -> list:
   try:
-    with open(path, encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f:
       data = json.load(f)
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e

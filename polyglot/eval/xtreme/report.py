@@ -10,13 +10,14 @@ present (classification, structured prediction, QA, retrieval).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
+from polyglot import paths
 from polyglot.errors import DataError
 from polyglot.eval.xtreme import tasks
 
@@ -64,9 +65,9 @@ def summarize(scores: Mapping[str, Mapping[str, Mapping[str, float]]],
   return {"tasks": out_tasks, "categories": categories, "overall": overall}
 
 
-def write_json(path: Path, summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-  path.write_text(json.dumps({"run": dict(metadata), **summary}, indent=2, ensure_ascii=False)
-                  + "\n", encoding="utf-8")
+def write_json(path: str, summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+  paths.write_text(path, json.dumps({"run": dict(metadata), **summary}, indent=2,
+                                    ensure_ascii=False) + "\n")
 
 
 def _fmt(x: float | None) -> str:
@@ -102,7 +103,7 @@ def markdown(summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, summary: Mapping[str, Any]) -> None:
+def plot(path: str, summary: Mapping[str, Any]) -> None:
   """One bar chart of per-language scores per task, the task mean as a line."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (slow import)
   items = list(summary["tasks"].items())
@@ -122,23 +123,24 @@ def plot(path: Path, summary: Mapping[str, Any]) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(f"{task} ({entry['category'].lower()})", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
-  fig.savefig(path, dpi=110)
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=110)
+  paths.write_bytes(path, png.getvalue())
 
 
-def write_report(output_dir: str | Path,
+def write_report(output_dir: str,
                  scores: Mapping[str, Mapping[str, Mapping[str, float]]],
                  metadata: Mapping[str, Any] | None = None,
-                 splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Path]:
-  """Writes results.json, results.md and results.png into `output_dir`."""
-  out = Path(output_dir)
-  out.mkdir(parents=True, exist_ok=True)
+                 splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+  """Writes results.json, results.md and results.png into `output_dir` (local or a URL)."""
+  out = paths.resolve(output_dir)
   summary = summarize(scores, splits)
   metadata = dict(metadata or {})
-  paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
-  write_json(paths["json"], summary, metadata)
-  paths["md"].write_text(markdown(summary, metadata), encoding="utf-8")
-  plot(paths["png"], summary)
-  return paths
+  files = {kind: paths.join(out, f"results.{kind}") for kind in ("json", "md", "png")}
+  write_json(files["json"], summary, metadata)
+  paths.write_text(files["md"], markdown(summary, metadata))
+  plot(files["png"], summary)
+  return files
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "",

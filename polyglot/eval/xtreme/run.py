@@ -29,16 +29,14 @@ import datetime
 import functools
 import json
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from polyglot import api, checkpoint, models, sharding
+from polyglot import api, checkpoint, models, paths, sharding
 from polyglot.errors import CheckpointError, ConfigError, DataError
 from polyglot.eval.xtreme import embed, finetune, readers, report, retrieval, tasks
 from polyglot.eval.xtreme.hparams import RetrievalHparams, TaskHparams, XtremeConfig
@@ -77,11 +75,8 @@ def _normalized(obj: Any) -> Any:
   return json.loads(json.dumps(obj))
 
 
-def _write_json(path: Path, obj: Any) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-  os.replace(tmp, path)  # a reader never sees half a file
+def _write_json(path: str, obj: Any) -> None:
+  paths.write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")  # atomic
 
 
 def make_mesh(cfg: sharding.MeshConfig | None) -> Mesh:
@@ -96,7 +91,7 @@ class Source:
 
   def __init__(self, checkpoint_dir: str, step: int | None, mesh: Mesh):
     self.directory = checkpoint.checkpoint_dir(checkpoint_dir)
-    if not os.path.isdir(self.directory):
+    if not paths.Path(self.directory).is_dir():
       raise CheckpointError(f"checkpoint dir {checkpoint_dir} does not exist; pass the workdir "
                             "of a polyglot.train run (or its checkpoints/ folder)")
     reader = checkpoint.Checkpointer(self.directory, read_only=True)
@@ -164,7 +159,7 @@ class Run:
 
   def __init__(self, request: Request):
     self.request = request
-    self.out = Path(request.output_dir)
+    self.out = paths.resolve(request.output_dir)
     self.mesh = make_mesh(request.mesh)
     self.source = Source(request.checkpoint_dir, request.step, self.mesh)
     self.rows = request.config.predict_batch_size
@@ -211,7 +206,7 @@ class Run:
     r = self.request
     return _normalized({
         "checkpoint": self.source.directory, "step": self.source.step,
-        "data": os.path.abspath(data.root), "languages": eval_languages(data, r.languages),
+        "data": paths.resolve(data.root), "languages": eval_languages(data, r.languages),
         "hparams": dataclasses.asdict(r.hparams[spec.name]),
         "max_train_examples": r.config.max_train_examples if spec.fine_tuned else 0,
         "max_eval_examples": r.config.max_eval_examples})
@@ -225,10 +220,10 @@ class Run:
 
   def task_scores(self, spec: tasks.TaskSpec, data: tasks.TaskData) -> dict[str, Any]:
     """A task's stored scores when made with the same settings, else fresh ones."""
-    path = self.out / SCORES_DIR / f"{spec.name}.json"
+    path = paths.join(self.out, SCORES_DIR, f"{spec.name}.json")
     settings = self.scores_settings(spec, data)
-    if path.is_file():
-      stored = json.loads(path.read_text(encoding="utf-8"))
+    if paths.Path(path).is_file():
+      stored = json.loads(paths.Path(path).read_text(encoding="utf-8"))
       if stored.get("settings") == settings:
         log.info("%s: reusing scores from %s", spec.name, path)
         return stored
@@ -254,10 +249,10 @@ class Run:
   def fine_tuned_model(self, spec: tasks.TaskSpec, data: tasks.TaskData,
                        tm: finetune.TaskModel) -> tuple[Any, dict[str, Any]]:
     """(params, selection info) from finetuned/<task>, or by fine-tuning now and saving."""
-    directory = self.out / FINETUNED_DIR / spec.name
+    directory = paths.join(self.out, FINETUNED_DIR, spec.name)
     settings = self.finetuned_settings(spec)
-    reader = (checkpoint.Checkpointer(str(directory), read_only=True) if directory.is_dir()
-              else None)
+    reader = (checkpoint.Checkpointer(directory, read_only=True)
+              if paths.Path(directory).is_dir() else None)
     steps = reader.steps() if reader else []
     if steps:
       info = reader.read_meta(steps[-1]).get("xtreme", {})
@@ -286,14 +281,14 @@ class Run:
     self.save_fine_tuned(directory, spec, tm, result, {"settings": settings, **info})
     return result.params, info
 
-  def save_fine_tuned(self, directory: Path, spec: tasks.TaskSpec, tm: finetune.TaskModel,
+  def save_fine_tuned(self, directory: str, spec: tasks.TaskSpec, tm: finetune.TaskModel,
                       result: finetune.Result, info: dict[str, Any]) -> None:
     """A polyglot checkpoint of the selected model (HF-exportable via its meta)."""
     meta = {"model_kind": tm.kind, "model_config": tm.cfg.to_dict(), "task": spec.name,
             "xtreme": info}
     if spec.labels:
       meta["labels"] = list(spec.labels)
-    ck = checkpoint.Checkpointer(str(directory), checkpoint.CheckpointConfig(
+    ck = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(
         save_every=1, keep_last=1, async_save=False))
     try:
       ck.save(result.step, params=result.params, opt_state={"step": result.step},
@@ -387,21 +382,21 @@ class Run:
                            "to XTREME)")
     return meta
 
-  def __call__(self) -> dict[str, Path]:
+  def __call__(self) -> dict[str, str]:
     found = self.discover()
     self.check_settings([spec for spec, _ in found])
     results = {spec.name: self.task_scores(spec, data) for spec, data in found}
     scores = {t: res["scores"] for t, res in results.items()}
     splits = {t: res["splits"] for t, res in results.items()}
-    paths = report.write_report(self.out, scores, self.metadata(results), splits)
-    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
-    return paths
+    files = report.write_report(self.out, scores, self.metadata(results), splits)
+    log.info("report: %s", ", ".join(files.values()))
+    return files
 
 
 def _brief(m: Mapping[str, Any]) -> str:
   return ", ".join(f"{k} {v:.2f}" for k, v in m.items() if isinstance(v, float))
 
 
-def evaluate(request: Request) -> dict[str, Path]:
+def evaluate(request: Request) -> dict[str, str]:
   """Runs (or resumes) `request`; returns the report's paths (json, md, png)."""
   return Run(request)()

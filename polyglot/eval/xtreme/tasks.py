@@ -32,7 +32,8 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from polyglot import paths
+from polyglot.paths import Path
 
 from polyglot.errors import ConfigError, DataError
 
@@ -324,16 +325,9 @@ class TaskData:
     return self.sources[(lang, split)]
 
 
-def _walk(folder: Path):
-  for dirpath, dirnames, filenames in os.walk(folder):
-    dirnames.sort()
-    for name in sorted(filenames):
-      yield Path(dirpath) / name
-
-
 def discover_files(spec: TaskSpec, data_dir: str | os.PathLike) -> TaskData:
   """Finds every (language, split) of `spec` under `data_dir` by file name."""
-  root = Path(data_dir)
+  root = Path(paths.resolve(data_dir))
   if not root.is_dir():
     raise DataError(f"data dir {root} does not exist; pass --data_dir=<folder with the task "
                     "folders (xnli/, udpos/, ...)>")
@@ -341,7 +335,7 @@ def discover_files(spec: TaskSpec, data_dir: str | os.PathLike) -> TaskData:
   incomplete = []
   for index, layout in enumerate(spec.layouts):
     folder = root / layout.folder
-    for path in _walk(folder):
+    for path in paths.files_under(folder):
       hit = layout.match(path.relative_to(folder).as_posix())
       if hit is None:
         continue
@@ -368,8 +362,8 @@ def discover_tfds(spec: TaskSpec, tfds_data_dir: str | os.PathLike) -> TaskData:
     for lang in ((t.lang,) if t.lang else spec.languages):
       sources[(lang, split)] = TfdsSource(
           t.fmt, lang, t.builder.format(lang=lang), t.split.format(lang=lang),
-          str(tfds_data_dir), t.id_prefix)
-  return TaskData(spec, str(tfds_data_dir), sources)
+          paths.resolve(tfds_data_dir), t.id_prefix)
+  return TaskData(spec, paths.resolve(tfds_data_dir), sources)
 
 
 def discover(spec: TaskSpec, data_dir: str | os.PathLike | None = None,
