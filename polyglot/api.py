@@ -1,7 +1,8 @@
-"""`polyglot.load`: a checkpoint directory -> model, vocabulary, config.
+"""`polyglot.load`: a checkpoint directory -> model, vocabulary, config, step, meta.
 
-    model, vocab, cfg = polyglot.load("workdir/demo")
-    logits, _ = model(jnp.asarray([vocab.encode("Habari ya dunia")]))
+    model, vocab, cfg, step, meta = polyglot.load("workdir/demo")   # a `Loaded` NamedTuple
+    ids = [vocab.bos_id, *vocab.encode("Habari ya dunia"), vocab.eos_id]
+    logits, aux = model(jnp.asarray([ids]))
 
 Everything comes from the checkpoint itself (DESIGN.md): the model kind and
 config and the SentencePiece model are stored beside the parameters.

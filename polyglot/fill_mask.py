@@ -101,13 +101,18 @@ def run(args: argparse.Namespace) -> str:
                                    args.top_k))
 
 
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(__doc__)
+  p.add_argument("text", help=f"text with one or more {MASK}")
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+                 help="a workdir or its checkpoints/")
+  p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
+  p.add_argument("--top_k", "--top-k", type=int, default=5, help="predictions per mask")
+  return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = cli.ArgumentParser(__doc__)
-  parser.add_argument("text", help=f"text with one or more {MASK}")
-  parser.add_argument("--checkpoint_dir", required=True, help="a workdir or its checkpoints/")
-  parser.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
-  parser.add_argument("--top_k", type=int, default=5, help="predictions per mask")
-  return cli.main(parser, run, argv)
+  return cli.main(parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,31 @@ def test_bucc_candidates_map_ids_and_drop_repeated_sentences():
   assert set(cands) == {("zh-1", "en-7"), ("zh-3", "en-9")}
   with pytest.raises(DataError, match="one row per sentence"):
     retrieval.bucc_candidates(source_ids, source, emb_src[:3], english_ids, english, emb_en)
+
+
+def test_unique_rows_keep_first_order_and_last_row():
+  # XTREME's text_load_unify orders distinct lines by first occurrence; unique_embeddings
+  # ({j: i for i, j in enumerate(ind)}) then takes each one's last row.
+  unique_rows = retrieval._unique_rows  # pylint: disable=protected-access
+  texts, rows = unique_rows(["a", "b", "a", "c", "b"])
+  assert texts == ["a", "b", "c"] and rows == [2, 4, 3]
+
+
+def test_bucc_repeated_sentence_is_mined_with_its_last_embedding():
+  # "b" occurs twice (ids s2, s3) with different embeddings: the last, [0, 1], is mined.
+  # Its own pairs are dropped (no single id) but it changes what "a" is paired with.
+  source_ids, source = ("s1", "s2", "s3"), ("a", "b", "b")
+  emb_src = np.array([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]])
+  english_ids, english = ("e1", "e2"), ("x", "y")
+  emb_en = np.array([[1.0, 0.0], [0.0, 1.0]])
+  cands = retrieval.bucc_candidates(source_ids, source, emb_src, english_ids, english, emb_en,
+                                    k=2)
+  # Mined rows a=[.8, .6], b=[0, 1]; cos(a,x)=.8, cos(a,y)=.6, cos(b,x)=0, cos(b,y)=1.
+  # k=2 covers every row: mean cos of a .7, of b .5, of x .4, of y .8. (b, y) scores
+  # 1 / ((.5 + .8) / 2) = 1.538 and wins first; (a, x) scores .8 / ((.7 + .4) / 2) = 16/11.
+  assert cands == {("s1", "e1"): pytest.approx(16 / 11, rel=1e-6)}
+  # The two rows of "b" swapped: now [1, 0] is last; b takes x (mean cos of x .9, of y .3)
+  # and a is left with y: .6 / ((.7 + .3) / 2) = 1.2 for (s1, e2).
+  swapped = retrieval.bucc_candidates(source_ids, source, emb_src[[0, 2, 1]], english_ids,
+                                      english, emb_en, k=2)
+  assert swapped == {("s1", "e2"): pytest.approx(1.2, rel=1e-6)}

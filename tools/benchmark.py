@@ -1,7 +1,7 @@
 """Throughput benchmarks; one subcommand per thing measured.
 
-  python tools/benchmark.py train --model small --batch-size 8 --seq-len 128 --compare-hf
-  python tools/benchmark.py train --model large --seq-len 512 --batch-size 32 --dtype bfloat16
+  python tools/benchmark.py train --model small --batch_size 8 --seq_len 128 --compare_hf
+  python tools/benchmark.py train --model large --seq_len 512 --batch_size 32 --dtype bfloat16
   python tools/benchmark.py scaling --model tiny        # step time vs length, vs experts
   python tools/benchmark.py data                        # input pipeline at length 512
 
@@ -11,10 +11,10 @@ shardings) on a synthetic masked batch: compile time, then the median of
 tokens/s, MFU (`polyglot.trainer.flops_per_token` x tokens/s over the
 devices' peak bf16 FLOP/s; n/a on CPU) and peak device memory (the allocator's
 peak on accelerators; XLA's compiled estimate of arguments + outputs + temps
-on CPU). `--compare-hf` then times Hugging Face PyTorch
+on CPU). `--compare_hf` then times Hugging Face PyTorch
 `XLMRobertaForMaskedLM` of the same config on the same batch with
 `torch.optim.AdamW` and the same hyperparameters, and prints the ratio. Each
-run prints one JSON line and, unless `--no-record`, appends a row to the
+run prints one JSON line and, unless `--no_record`, appends a row to the
 "Train step" table of docs/benchmarks.md.
 
 `data` measures the host input pipeline (polyglot/data/pipeline.py): input
@@ -85,7 +85,7 @@ def run_data(args) -> None:
   print("|---|---|---|---|---|---|---|")
   for cores in (1, len(os.sched_getaffinity(0))):
     command = [sys.executable, __file__, "data", "--cores", str(cores), "--mixture", args.mixture,
-               "--length", str(args.length), "--batch-size", str(args.batch_size),
+               "--length", str(args.length), "--batch_size", str(args.batch_size),
                "--batches", str(args.batches), "--warmup", str(args.warmup)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -351,7 +351,7 @@ def model_config(args):
 
 
 def with_moe_flags(moe, args):
-  """`moe` with --moe-group-size / --moe-dispatch applied."""
+  """`moe` with --moe_group_size / --moe_dispatch applied."""
   changes = {"group_size": args.moe_group_size, "dispatch": args.moe_dispatch}
   return dataclasses.replace(moe, **{k: v for k, v in changes.items() if v is not None})
 
@@ -379,13 +379,19 @@ def append_row(row: str, marker: str) -> None:
 
 
 def command_line() -> str:
-  """This invocation, without --note (its text has a column of its own)."""
+  """This invocation, without --note (its text has a column of its own).
+
+  Flags are recorded in their primary spelling (`--batch-size` as `--batch_size`).
+  """
   argv, kept = sys.argv[1:], []
   while argv:
     arg = argv.pop(0)
-    if arg == "--note":
-      argv = argv[1:]
-    elif not arg.startswith("--note="):
+    name, eq, value = arg.partition("=")
+    if name == "--note":
+      argv = argv if eq else argv[1:]
+    elif name.startswith("--"):
+      kept.append("--" + name[2:].replace("-", "_") + eq + value)
+    else:
       kept.append(arg)
   return "python tools/benchmark.py " + shlex.join(kept)
 
@@ -460,35 +466,44 @@ def scaling(args) -> None:
     print(f"rows appended to {RECORD} (command: {command_line()})", file=sys.stderr)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+  """Flags are spelled with underscores (absl style); the hyphenated spellings are aliases."""
+  top = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = top.add_subparsers(dest="command", required=True)
 
   def step_flags(p):
     p.add_argument("--model", default="small", help="a preset of polyglot.models (tiny, small, "
                    "base, large, xl, moe_tiny, moe_base_e8, ...)")
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--seq_len", "--seq-len", type=int, default=128)
     p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     p.add_argument("--remat", default="none", help="remat policy (polyglot.models.REMAT_POLICIES)")
     p.add_argument("--attention", default="xla", help="xla or cudnn (flash attention on GPU)")
-    p.add_argument("--attention-dropout", type=float, help="attention_dropout_rate (default: the "
-                   "preset's; the fused and flash paths run at 0)")
-    p.add_argument("--scan", dest="scan", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--attention_dropout", "--attention-dropout", type=float,
+                   help="attention_dropout_rate (default: the preset's; the fused and flash "
+                   "paths run at 0)")
+    p.add_argument("--scan", action="store_true", default=None,
                    help="scan over layers (default: the preset's)")
-    p.add_argument("--moe-group-size", type=int, help="MoEConfig.group_size (default: the preset's)")
-    p.add_argument("--moe-dispatch", help="MoEConfig.dispatch: capacity or dropless")
+    p.add_argument("--no_scan", "--no-scan", dest="scan", action="store_false", default=None,
+                   help="do not scan over layers")
+    p.add_argument("--moe_group_size", "--moe-group-size", type=int,
+                   help="MoEConfig.group_size (default: the preset's)")
+    p.add_argument("--moe_dispatch", "--moe-dispatch",
+                   help="MoEConfig.dispatch: capacity or dropless")
     p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
-    p.add_argument("--prediction-rate", type=lambda v: None if v == "none" else float(v),
+    p.add_argument("--prediction_rate", "--prediction-rate",
+                   type=lambda v: None if v == "none" else float(v),
                    default=0.3, help="LossConfig.prediction_rate ('none': decoder everywhere)")
     p.add_argument("--steps", type=int, default=20, help="steps timed (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="steps run after compiling, untimed")
-    p.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    p.add_argument("--no_record", "--no-record", action="store_true",
+                   help="do not append to docs/benchmarks.md")
 
   train = commands.add_parser("train", help="train-step time, tokens/s, MFU, memory")
   step_flags(train)
-  train.add_argument("--batch-size", type=int, default=8, help="global rows per step")
-  train.add_argument("--compare-hf", action="store_true",
+  train.add_argument("--batch_size", "--batch-size", type=int, default=8,
+                     help="global rows per step")
+  train.add_argument("--compare_hf", "--compare-hf", action="store_true",
                      help="also time HF PyTorch XLMRobertaForMaskedLM on the same batch")
   train.add_argument("--profile", help="write a jax.profiler trace of the timed steps here")
   train.add_argument("--note", default="", help="text for the notes column of the recorded row")
@@ -504,7 +519,7 @@ def main() -> None:
   data = commands.add_parser("data", help="input pipeline tokens/s")
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
   data.add_argument("--length", type=int, default=512)
-  data.add_argument("--batch-size", type=int, default=32, help="rows per batch")
+  data.add_argument("--batch_size", "--batch-size", type=int, default=32, help="rows per batch")
   data.add_argument("--batches", type=int, default=100, help="batches timed")
   data.add_argument("--warmup", type=int, default=10, help="batches read before timing")
   data.add_argument("--cores", type=int, help="pin to this many cores (default: 1, then all)")
@@ -512,7 +527,11 @@ def main() -> None:
   worker = commands.add_parser("hf-worker", help=argparse.SUPPRESS)
   worker.add_argument("workdir")
   worker.set_defaults(run=run_hf_worker)
-  args = parser.parse_args()
+  return top
+
+
+def main() -> None:
+  args = parser().parse_args()
   args.run(args)
 
 

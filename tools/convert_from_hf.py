@@ -23,8 +23,9 @@ def convert(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--hf_dir", required=True, help="a local Hugging Face model directory")
-  p.add_argument("--output_dir", required=True, help="where to write the polyglot checkpoint")
+  p.add_argument("--hf_dir", "--hf-dir", required=True, help="a local Hugging Face model directory")
+  p.add_argument("--output_dir", "--output-dir", required=True,
+                 help="where to write the polyglot checkpoint")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the checkpoint of an existing, non-empty output directory")
   return p

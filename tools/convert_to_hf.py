@@ -23,9 +23,11 @@ def export(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--checkpoint_dir", required=True, help="a workdir or its checkpoints/ folder")
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+                 help="a workdir or its checkpoints/ folder")
   p.add_argument("--step", type=int, default=None, help="the step to export (default: newest)")
-  p.add_argument("--output_dir", required=True, help="the Hugging Face model directory to write")
+  p.add_argument("--output_dir", "--output-dir", required=True,
+                 help="the Hugging Face model directory to write")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the files of an existing, non-empty output directory")
   return p

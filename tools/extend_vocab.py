@@ -37,20 +37,24 @@ def extend(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--checkpoint_dir", required=True, help="the masked_lm checkpoint to extend")
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+                 help="the masked_lm checkpoint to extend")
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
-  p.add_argument("--output_dir", required=True, help="where to write the extended checkpoint")
+  p.add_argument("--output_dir", "--output-dir", required=True,
+                 help="where to write the extended checkpoint")
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--text_dir", help="a folder of <language>.txt[.gz|.xz] files")
+  source.add_argument("--text_dir", "--text-dir", help="a folder of <language>.txt[.gz|.xz] files")
   source.add_argument("--mixture", help="a registered seqio mixture (see tasks/)")
   p.add_argument("--alpha", type=float, default=0.3, help="sampling temperature, --text_dir")
-  p.add_argument("--vocab_size", type=int, default=8000,
+  p.add_argument("--vocab_size", "--vocab-size", type=int, default=8000,
                  help="ids of the new languages' SentencePiece model (specials included)")
-  p.add_argument("--character_coverage", type=float, default=0.9995)
-  p.add_argument("--sample_size", type=int, default=100_000, help="sentences sampled")
+  p.add_argument("--character_coverage", "--character-coverage", type=float,
+                 default=0.9995)
+  p.add_argument("--sample_size", "--sample-size", type=int, default=100_000,
+                 help="sentences sampled")
   p.add_argument("--init", choices=("normal", "mean"), default="normal",
                  help="how new embedding rows start")
-  p.add_argument("--init_std", type=float, default=0.02, help="std of 'normal'")
+  p.add_argument("--init_std", "--init-std", type=float, default=0.02, help="std of 'normal'")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--overwrite", action="store_true",
                  help="replace the checkpoint of an existing, non-empty output directory")

@@ -2,12 +2,13 @@
 # Runs one polyglot training command on every worker of a Cloud TPU VM pod.
 #
 #   tools/launch_tpu_pod.sh TPU_NAME ZONE [--setup] -- --gin_file=runs/pretrain_base.gin \
-#       --gin.MeshConfig.fsdp=16 --workdir=gs://bucket/polyglot/base
+#       --gin_file=mesh/tpu_v4_32.gin --workdir=gs://bucket/polyglot/base
 #
 # The repository must be checked out at the same path on every worker (the
-# path of this checkout); --setup first runs `make install` there on all
-# workers. Each worker runs `python -m polyglot.train --multihost ...`:
-# jax.distributed.initialize() finds the pod's other workers by itself.
+# path of this checkout); --setup first runs `make install ACCEL=tpu` there on
+# all workers (JAX's TPU build, jax[tpu] with libtpu). Each worker runs
+# `python -m polyglot.train --multihost ...`: jax.distributed.initialize()
+# finds the pod's other workers by itself.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 TPU_NAME ZONE [--setup] -- TRAIN_FLAGS..." >&2
@@ -29,6 +30,6 @@ ssh_all() {
   gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "$1"
 }
 if [ $setup = 1 ]; then
-  ssh_all "cd $repo && make install"
+  ssh_all "cd $repo && make install ACCEL=tpu"
 fi
 ssh_all "cd $repo && .venv/bin/python -m polyglot.train --multihost $(printf '%q ' "$@")"

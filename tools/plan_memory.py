@@ -26,17 +26,21 @@ def parse_mesh(text: str) -> dict[str, int]:
   return sizes
 
 
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model", required=True, help="a preset in polyglot.models.PRESETS")
+  p.add_argument("--mesh", required=True, help="axis=size,... over data,fsdp,tensor,expert")
+  p.add_argument("--batch", type=int, required=True, help="global batch (sequences)")
+  p.add_argument("--seq", type=int, default=512, help="sequence length")
+  p.add_argument("--layers", type=int, help="override num_layers (compile time)")
+  p.add_argument("--remat", help="override the remat policy, e.g. full")
+  p.add_argument("--dtype", help="override the compute dtype, e.g. bfloat16")
+  return p
+
+
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", required=True, help="a preset in polyglot.models.PRESETS")
-  parser.add_argument("--mesh", required=True, help="axis=size,... over data,fsdp,tensor,expert")
-  parser.add_argument("--batch", type=int, required=True, help="global batch (sequences)")
-  parser.add_argument("--seq", type=int, default=512, help="sequence length")
-  parser.add_argument("--layers", type=int, help="override num_layers (compile time)")
-  parser.add_argument("--remat", help="override the remat policy, e.g. full")
-  parser.add_argument("--dtype", help="override the compute dtype, e.g. bfloat16")
-  args = parser.parse_args()
+  args = parser().parse_args()
   sizes = parse_mesh(args.mesh)
   # Must precede the first JAX import.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"

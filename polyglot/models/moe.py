@@ -23,7 +23,8 @@ count in no loss or statistic.
 The aux dict (summed over MoE layers by the Encoder, so every value is a
 loss or a count):
 - `load_balance_loss`: weight * E * sum_i f_i P_i (Switch, eq. 4), already
-  weighted, to add to the training loss; equals the weight when balanced.
+  weighted, to add to the training loss; equals the weight when first choices
+  are spread evenly over the experts (not its minimum: see `load_balance_loss`).
 - `router_z_loss`: weight * mean(logsumexp(logits)^2) (ST-MoE, eq. 5), already
   weighted, to add to the training loss.
 - `moe_assignments`: the routed (token, expert) pairs, top_k per real token.
@@ -93,7 +94,12 @@ def load_balance_loss(routing: Routing, valid: jax.Array, weight: float) -> jax.
   """weight * E * sum_i f_i P_i (Switch Transformer, Fedus et al., 2021, eq. 4).
 
   f_i: fraction of real tokens whose first choice is expert i; P_i: their mean
-  router probability for expert i. 1 * weight under uniform routing (its minimum).
+  router probability for expert i. When the first choices are spread evenly
+  (every f_i = 1/E) the loss is exactly `weight`, whatever the probabilities
+  (sum_i P_i = 1); tests/test_moe.py checks this for near-uniform routing and
+  checks one skewed routing scoring above it. It is not the minimum: uneven
+  routing can score below `weight` (E=2, probabilities (.55, .45) twice and
+  (.1, .9) once: f = (2/3, 1/3), P = (.4, .6), loss = 14/15 * weight).
   """
   e = routing.probs.shape[-1]
   w = valid / jnp.maximum(valid.sum(), 1.0)                              # [g, t]

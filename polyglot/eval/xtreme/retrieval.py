@@ -100,11 +100,13 @@ def margin_mine(x: np.ndarray, y: np.ndarray, k: int = BUCC_NEIGHBOURS
 
 
 def _unique_rows(sentences: Sequence[str]) -> tuple[list[str], list[int]]:
-  """Distinct sentences and the row of each one's first occurrence (`text_load_unify`)."""
-  first: dict[str, int] = {}
+  """Distinct sentences in order of first occurrence (`text_load_unify`) and the row of
+  each one's LAST occurrence: `unique_embeddings` builds {unique index: row} over all
+  rows, so a repeat's row overwrites the earlier one and the last embedding is mined."""
+  last: dict[str, int] = {}
   for i, s in enumerate(sentences):
-    first.setdefault(s, i)
-  return list(first), list(first.values())
+    last[s] = i  # a repeated key keeps its first position in the dict, takes the new row
+  return list(last), list(last.values())
 
 
 def _sentence_ids(ids: Sequence[str], sentences: Sequence[str]) -> dict[str, str]:
@@ -120,9 +122,11 @@ def bucc_candidates(source_ids: Sequence[str], source: Sequence[str], source_emb
                     k: int = BUCC_NEIGHBOURS) -> dict[tuple[str, str], float]:
   """(source id, English id) -> margin score of the mined candidate pairs.
 
-  Sentences are mined once per distinct text (the embedding of its first
-  occurrence); a text that occurs more than once has no single id and its
-  pairs are dropped, as XTREME's `read_candidate2score` does.
+  Sentences are mined once per distinct text, with the embedding of its last
+  occurrence (XTREME's `text_load_unify` + `unique_embeddings`); a text that
+  occurs more than once still takes part in the mining (neighbour means,
+  one-to-one competition) but has no single id, so its own pairs are dropped,
+  as XTREME's `read_candidate2score` does.
   """
   source_emb, english_emb = np.asarray(source_emb), np.asarray(english_emb)
   _check_embeddings("source", source_emb, len(source))
