@@ -34,7 +34,6 @@ from polyglot.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 SUBDIR = "checkpoints"
-ITEMS = ("params", "opt_state", "vocab", "meta", "data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +92,12 @@ class Checkpointer:
         max_to_keep=cfg.keep_last, keep_period=cfg.keep_every or None,
         enable_async_checkpointing=cfg.async_save,
         create=not read_only)  # a reader never saves; Orbax's read_only mode only adds a warning
-    self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+    # Handlers named up front: a fresh reader can then read any item's metadata.
+    handlers = dict(params=ocp.StandardCheckpointHandler(),
+                    opt_state=ocp.StandardCheckpointHandler(),
+                    vocab=ocp.ArrayCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
+                    data=ocp.JsonCheckpointHandler())
+    self._manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())

@@ -142,6 +142,42 @@ def test_restore_onto_another_mesh(uninterrupted, tmp_path):
                              rtol=1e-5)
 
 
+def copy_checkpoints(reference, workdir, *steps):
+  import shutil  # pylint: disable=g-import-not-at-top
+  for step in steps:
+    shutil.copytree(pathlib.Path(reference, "checkpoints", str(step)),
+                    pathlib.Path(workdir, "checkpoints", str(step)))
+
+
+def test_damaged_final_checkpoint_is_moved_aside_and_rewritten(uninterrupted, tmp_path):
+  """Step 12 damaged by hand: the same command moves it aside, resumes from step 6 and
+  writes step 12 again, equal to the reference's."""
+  reference, _ = uninterrupted
+  copy_checkpoints(reference, tmp_path, 6, 12)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(tmp_path / "checkpoints" / "12" / "params")
+  proc = run(tmp_path, "--gin.NUM_STEPS=12", "--gin.CheckpointConfig.save_every=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warnings = [l for l in proc.stderr.splitlines() if "moved aside" in l]
+  assert len(warnings) == 1 and "checkpoint step 12" in warnings[0], proc.stderr[-3000:]
+  assert "resumed from step 6" in proc.stderr
+  aside = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("12.damaged-")]
+  assert len(aside) == 1 and any(aside[0].iterdir())
+  for a, b in zip(final_params(tmp_path, 12), final_params(reference, 12)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_another_model_is_reported_as_such(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  copy_checkpoints(reference, tmp_path, 6)
+  proc = run(tmp_path, "--gin.NUM_STEPS=12", "--gin.model_preset.mlp_dim=96")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "holds another model than this run" in errors[0], errors
+  assert "tried steps" not in proc.stderr and "Traceback" not in proc.stderr
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["6"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--gin.OptimConfig.no_such_field=1"], "no_such_field"),
     (["--gin_file=runs/missing.gin"], "gin file 'runs/missing.gin' not found"),
