@@ -61,10 +61,15 @@ def checkpoint_dir(path: str) -> str:
   return sub if paths.Path(sub).is_dir() else path
 
 
+def _key(path) -> str:
+  """`encoder/layers/0/...`: Orbax's metadata names list entries '0' where a tree has 0."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
   """Leaf path -> shape, for arrays, ShapeDtypeStructs and Orbax's ArrayMetadata alike."""
   leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
-  return {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
+  return {_key(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
 
 
 def tree_difference(stored, wanted) -> str | None:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from polyglot import paths
 from polyglot.convert import cli
 from polyglot.errors import ConfigError
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> str:
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
   p.add_argument("text", help=f"text with one or more {MASK}")
-  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", type=paths.resolve, required=True,
                  help="a workdir or its checkpoints/")
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
   p.add_argument("--top_k", "--top-k", type=int, default=5, help="predictions per mask")

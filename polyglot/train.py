@@ -568,7 +568,7 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", "--gin-file", action="append", default=[],
                       help=f"gin file (repeatable), searched in the cwd and {GIN_DIR}")
-  parser.add_argument("--workdir", default=None,
+  parser.add_argument("--workdir", type=paths.resolve, default=None,
                       help="checkpoints and logs, a local path or a URL such as gs://bucket/run "
                       "(default: workdir/<first gin file's name>)")
   parser.add_argument("--multihost", action="store_true",
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2
   import gin  # pylint: disable=g-import-not-at-top
-  workdir = paths.resolve(args.workdir or f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
+  workdir = args.workdir or paths.resolve(f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
   preemption = Preemption()
   preemption.install()
   try:

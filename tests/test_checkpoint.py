@@ -103,10 +103,10 @@ def test_another_model_is_reported_as_such_not_as_damage(tmp_path):
   ck.wait()
   wider = {"w": jax.ShapeDtypeStruct((8, 32), np.float32), "b": TARGET["b"]}
   with pytest.raises(CheckpointError, match=r"holds another model than this run \(params: "
-                     r"\['w'\] has shape \(8, 16\) there, \(8, 32\) here\)"):
+                     r"w has shape \(8, 16\) there, \(8, 32\) here\)"):
     ck.restore(wider)
   extra = {**TARGET, "g": jax.ShapeDtypeStruct((4,), np.float32)}
-  with pytest.raises(CheckpointError, match=r"it has no \['g'\]"):
+  with pytest.raises(CheckpointError, match=r"it has no g\b"):
     ck.restore(extra)
   assert ck.steps() == [1] and os.listdir(directory) == ["1"]
 

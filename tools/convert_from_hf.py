@@ -10,6 +10,7 @@ polyglot/convert/importer.py.
 """
 import sys
 
+from polyglot import paths
 from polyglot.convert import cli
 
 
@@ -23,8 +24,8 @@ def convert(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--hf_dir", "--hf-dir", required=True, help="a local Hugging Face model directory")
-  p.add_argument("--output_dir", "--output-dir", required=True,
+  p.add_argument("--hf_dir", "--hf-dir", type=paths.resolve, required=True, help="a local Hugging Face model directory")
+  p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="where to write the polyglot checkpoint")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the checkpoint of an existing, non-empty output directory")

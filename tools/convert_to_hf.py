@@ -10,6 +10,7 @@ polyglot/convert/export.py.
 """
 import sys
 
+from polyglot import paths
 from polyglot.convert import cli
 
 
@@ -23,10 +24,10 @@ def export(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", type=paths.resolve, required=True,
                  help="a workdir or its checkpoints/ folder")
   p.add_argument("--step", type=int, default=None, help="the step to export (default: newest)")
-  p.add_argument("--output_dir", "--output-dir", required=True,
+  p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="the Hugging Face model directory to write")
   p.add_argument("--overwrite", action="store_true",
                  help="replace the files of an existing, non-empty output directory")

@@ -13,6 +13,7 @@ polyglot/convert/vocab_extension.py.
 """
 import sys
 
+from polyglot import paths
 from polyglot.convert import cli
 
 
@@ -37,13 +38,13 @@ def extend(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", type=paths.resolve, required=True,
                  help="the masked_lm checkpoint to extend")
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
-  p.add_argument("--output_dir", "--output-dir", required=True,
+  p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="where to write the extended checkpoint")
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--text_dir", "--text-dir", help="a folder of <language>.txt[.gz|.xz] files")
+  source.add_argument("--text_dir", "--text-dir", type=paths.resolve, help="a folder of <language>.txt[.gz|.xz] files")
   source.add_argument("--mixture", help="a registered seqio mixture (see tasks/)")
   p.add_argument("--alpha", type=float, default=0.3, help="sampling temperature, --text_dir")
   p.add_argument("--vocab_size", "--vocab-size", type=int, default=8000,

@@ -12,15 +12,17 @@ import argparse
 import sys
 import time
 
+from polyglot import paths
+
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   source = p.add_mutually_exclusive_group()
   source.add_argument("--mixture", default="embedded", help="a registered seqio mixture")
-  source.add_argument("--text_dir", "--text-dir", help="a folder of <language>.txt[.gz|.xz] files")
+  source.add_argument("--text_dir", "--text-dir", type=paths.resolve, help="a folder of <language>.txt[.gz|.xz] files")
   p.add_argument("--alpha", type=float, default=0.3, help="temperature, with --text_dir")
-  p.add_argument("--output", required=True, help="where to write the .model file")
+  p.add_argument("--output", type=paths.resolve, required=True, help="where to write the .model file")
   p.add_argument("--vocab_size", "--vocab-size", type=int, default=8000)
   p.add_argument("--character_coverage", "--character-coverage", type=float, default=0.9995)
   p.add_argument("--sample_size", "--sample-size", type=int, default=100_000,
@@ -49,8 +51,7 @@ def main() -> None:
     trained = vocab.train_from_mixture(name, cfg)
   except PolyglotError as e:
     sys.exit(f"error: {e}")
-  from polyglot import paths  # pylint: disable=g-import-not-at-top
-  output = paths.resolve(args.output)
+  output = args.output
   paths.write_bytes(output, trained.model_bytes)
   print(f"{output}: vocab_size={trained.vocab_size} (mask_id={trained.mask_id}) from "
         f"{cfg.sample_size} sentences of {name!r} in {time.time() - start:.0f} s")

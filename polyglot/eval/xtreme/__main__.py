@@ -38,15 +38,15 @@ class _Parser(argparse.ArgumentParser):
 def parse_flags(argv: list[str]) -> argparse.Namespace:
   p = _Parser(prog="python -m polyglot.eval.xtreme", description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint_dir", "--checkpoint-dir", required=True,
+  p.add_argument("--checkpoint_dir", "--checkpoint-dir", type=paths.resolve, required=True,
                  help="a polyglot.train workdir")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-  p.add_argument("--data_dir", "--data-dir", default=None,
+  p.add_argument("--data_dir", "--data-dir", type=paths.resolve, default=None,
                  help="XTREME or shared-data task folders")
-  p.add_argument("--tfds_data_dir", "--tfds-data-dir", default=None,
+  p.add_argument("--tfds_data_dir", "--tfds-data-dir", type=paths.resolve, default=None,
                  help="prepared TFDS builders instead")
   p.add_argument("--tasks", default=ALL_TASKS, help=f"comma-separated (default {ALL_TASKS})")
-  p.add_argument("--output_dir", "--output-dir", required=True,
+  p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="report, scores and fine-tuned models")
   p.add_argument("--languages", default=None, help="comma-separated (default: all found)")
   p.add_argument("--gin_file", "--gin-file", action="append", default=[],
@@ -81,10 +81,6 @@ def parse_gin(files: list[str], bindings: list[str]) -> None:
     raise ConfigError(f"gin: {str(e).splitlines()[0]}") from e
 
 
-def resolve_or_none(path: str | None) -> str | None:
-  return None if path is None else paths.resolve(path)
-
-
 def make_request(args: argparse.Namespace):
   """Flags and gin -> `run.Request`; every task's settings resolved in its gin scope."""
   import gin  # pylint: disable=g-import-not-at-top
@@ -100,9 +96,8 @@ def make_request(args: argparse.Namespace):
   languages = tuple(x.strip() for x in args.languages.split(",") if x.strip()) if (
       args.languages) else None
   request = run.Request(
-      checkpoint_dir=paths.resolve(args.checkpoint_dir),
-      output_dir=paths.resolve(args.output_dir), tasks=specs, hparams=hparams,
-      data_dir=resolve_or_none(args.data_dir), tfds_data_dir=resolve_or_none(args.tfds_data_dir),
+      checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir, tasks=specs,
+      hparams=hparams, data_dir=args.data_dir, tfds_data_dir=args.tfds_data_dir,
       step=args.step, languages=languages, config=configurables.XtremeConfig(),
       mesh=configurables.MeshConfig() if args.mesh else None)
   paths.write_text(paths.join(request.output_dir, "config.gin"), gin.operative_config_str())
