@@ -62,8 +62,14 @@ def checkpoint_dir(path: str) -> str:
 
 
 def _key(path) -> str:
-  """`encoder/layers/0/...`: Orbax's metadata names list entries '0' where a tree has 0."""
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  """`encoder/layers/0/...`, `opt_state/1/0/count`: one spelling for a tree's key paths and
+  for Orbax's metadata, which names list entries '0' and attributes (optax states) 'count'."""
+  def name(k):
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
+  return "/".join(name(k) for k in path)
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:

@@ -135,3 +135,23 @@ def test_resolve_step_is_newest_or_named(tmp_path):
   assert ck.resolve_step() == 7 and ck.resolve_step(3) == 3
   with pytest.raises(CheckpointError, match=r"no step 5 .*available steps: \[3, 7\]"):
     ck.resolve_step(5)
+
+
+def test_lists_and_optimizer_states_restore_and_are_checked(tmp_path):
+  """Key paths of list entries (`layers/0`) and optax state attributes (`count`) are spelled
+  one way in a tree and in Orbax's metadata: such a state restores, and a misfit is named."""
+  import optax  # pylint: disable=g-import-not-at-top
+  params = {"layers": [tree(1), tree(2)]}
+  opt_state = optax.adamw(1e-3).init(params)
+  ck = checkpoint.Checkpointer(str(tmp_path / "c"), checkpoint.CheckpointConfig(save_every=1))
+  ck.save(1, params=params, opt_state=opt_state, vocab=b"v", meta={}, data=None)
+  ck.wait()
+  spec = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                                t)
+  restored = checkpoint.Checkpointer(str(tmp_path / "c"), read_only=True).restore(
+      spec(params), spec(opt_state))
+  np.testing.assert_array_equal(restored.params["layers"][1]["w"], tree(2)["w"])
+  assert int(restored.opt_state[0].count) == 0
+  three = {"layers": [tree(1), tree(2), tree(3)]}
+  with pytest.raises(CheckpointError, match="it has no layers/2/b"):
+    ck.restore(spec(three), spec(optax.adamw(1e-3).init(three)))
