@@ -58,7 +58,9 @@ def test_language_token_shares_match_the_rates(mixture, vocab):
       lang = max(SCRIPTS, key=lambda l: sum(int(t) in own[l] for t in row))
       tokens[lang] += int((row != vocab.pad_id).sum())
   total = sum(tokens.values())
-  rates = mixtures.sampling_rates({l: corpus.sizes()[l] for l in SCRIPTS}, 0.3)
+  # q_i = n_i^0.3 / sum_j n_j^0.3, n_i the language's UTF-8 bytes (XLM-R section 3.1).
+  sizes = {l: sum(len(line.encode("utf-8")) for line in corpus.texts[l]) for l in SCRIPTS}
+  rates = {l: n ** 0.3 / sum(m ** 0.3 for m in sizes.values()) for l, n in sizes.items()}
   for lang in SCRIPTS:
     assert mixture.get_rate(mixtures.get_provider(f"{MIXTURE}.{lang}")) == pytest.approx(
         rates[lang])

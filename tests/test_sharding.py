@@ -1,4 +1,4 @@
-"""Meshes, logical-axis rules, sharded init, and sharded == single-device loss and grads."""
+"""Meshes, logical-axis rules, sharded init, and sharded == single-device training steps."""
 import json
 import logging
 import os
@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from polyglot import memory, models, sharding
+from polyglot import memory, models, optimizer, sharding, train, trainer
 from polyglot.errors import ConfigError
 from polyglot.models import moe
 from polyglot.sharding import DEFAULT_RULES, MeshConfig
@@ -41,8 +41,22 @@ WI_SHARD = {"data=8": (64, 128), "fsdp=8": (8, 128), "data=2,fsdp=2,tensor=2": (
 # Experts' first kernel [e, d, f] = ("expert", "embed", "mlp").
 EXPERTS_WI_SHARD = {"data=8": (4, 64, 128), "fsdp=8": (4, 8, 128),
                     "data=2,fsdp=2,tensor=2": (4, 32, 64), "data=2,expert=4": (1, 64, 128)}
+# The real step, small: 2 steps on 16 rows of 16 tokens, the MLM head at the top half of each
+# row by loss weight, 2 microbatches (8 rows: one per device on 8-way batch meshes), AdamW.
+# With XLM-R's dropout (0.1): the masks, keyed by fold_in(rng, step), must not depend on the
+# mesh either.
+STEPS, BATCH, LENGTH = 2, 16, 16
+TRAIN_DROPOUT = dict(dropout_rate=0.1, attention_dropout_rate=0.1)
+LOSS = trainer.LossConfig(microbatches=2, prediction_rate=0.5)
+OPTIM = optimizer.OptimConfig(learning_rate=1e-3, warmup_steps=0)
 # float32: reductions in another order differ by a few ulps; 1e-5 of each tensor's scale.
 RTOL = 1e-5
+METRIC_ATOL = 1e-7  # metrics that are 0 (mlm_unpredicted) or near it
+# Parameters after AdamW, which divides each gradient by sqrt(v) + eps: an entry with |g|
+# near eps = 1e-6 carries its rounding (~1e-7 of its leaf's largest gradient) into its step.
+# Measured: at most 8.6e-7 = 0.00086 lr beyond RTOL over both steps, on every mesh; a real
+# difference (a cross-device sum missed or doubled) moves entries by ~lr = 1e-3.
+PARAM_ATOL = 5e-3 * OPTIM.learning_rate
 # Sharding is decided in HLO (the SPMD partitioner); LLVM's optimisation level does not
 # change it and halves compile time on CPU.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
@@ -67,57 +81,45 @@ def mlm_batch(cfg, b=8, l=16, seed=0) -> dict[str, np.ndarray]:
               segment_ids=segment_ids, positions=positions)
 
 
-def mlm_loss(model, batch, rng):
-  """Weighted mean cross-entropy over predicted tokens, plus the MoE losses."""
-  logits, aux = model(batch["input_ids"], batch["segment_ids"], batch["positions"],
-                      dropout_rng=rng)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])  # [b, l]
-  w = batch["loss_weights"].astype(jnp.float32)
-  loss = jnp.sum(ce * w) / jnp.sum(w) + sum(v for k, v in aux.items() if k.endswith("_loss"))
-  return loss, aux
+def train_steps(cfg, mesh):
+  """(per-step metrics on the host, final sharded params) of STEPS real training steps on
+  `mesh`: the state from `train.fresh_state` (initialised in its shards), the step from
+  `train.compile_steps` (jitted `trainer.train_step`: prediction gather, microbatches,
+  clipping, AdamW, in/out shardings, donated state), one new batch per step, dropout on."""
+  cfg = cfg.replace(**TRAIN_DROPOUT)
+  run = train.RunConfig(model=cfg, train=train.TrainConfig(num_steps=STEPS, batch_size=BATCH,
+                                                           seq_len=LENGTH),
+                        optim=OPTIM, loss=LOSS)
+  setup = train.make_setup(cfg, run, mesh)
+  batch_sharding = sharding.batch_shardings(jax.ShapeDtypeStruct((BATCH, LENGTH), jnp.int32),
+                                            mesh, run.rules)
+  step_fn, _ = train.compile_steps(setup, batch_sharding, run.loss)
+  state = train.fresh_state(setup, cfg, run, mesh, vocab=None)
+  rng, metrics = jax.random.key(run.train.seed), []
+  with sharding.use_mesh(mesh, run.rules):
+    for i in range(STEPS):
+      batch = jax.device_put(mlm_batch(cfg, BATCH, LENGTH, seed=i), batch_sharding)
+      if i == 0:
+        step_fn = step_fn.lower(state, batch, rng).compile(FAST_COMPILE)
+      state, m = step_fn(state, batch, rng)
+      metrics.append(jax.device_get(m))
+  assert int(state.step) == STEPS
+  return metrics, state.params
 
 
-@pytest.fixture(scope="module")
-def initial_states():
-  """One initialisation per model, shared by every mesh."""
-  def init(cfg):
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: models.MaskedLM(cfg, rngs=nnx.Rngs(0))))
-    init_state = lambda: nnx.state(models.MaskedLM(cfg, rngs=nnx.Rngs(0)))  # noqa: E731
-    return graphdef, jax.jit(init_state, compiler_options=FAST_COMPILE)()
-  return {"dense": init(DENSE), "moe": init(MOE)}
-
-
-def loss_and_grads(graphdef, state, mesh):
-  """((loss, aux), grads) of one training batch, laid out on `mesh` by the default rules.
-
-  A dropout key is passed (training: MoE uses `capacity_factor_train`), all rates are 0.
-  """
-  state_shardings = sharding.state_shardings(state, mesh)
-  state = jax.device_put(state, state_shardings)
-  batch = mlm_batch(MOE)
-  batch = jax.device_put(batch, sharding.batch_shardings(batch, mesh))
-
-  def f(state, batch):
-    return mlm_loss(nnx.merge(graphdef, state), batch, jax.random.key(1))
-
-  replicated = NamedSharding(mesh, P())
-  step = jax.jit(jax.value_and_grad(f, has_aux=True),
-                 out_shardings=((replicated, replicated), state_shardings),
-                 compiler_options=FAST_COMPILE)
-  with sharding.use_mesh(mesh):
-    return step(state, batch), state
-
-
-def assert_close_trees(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+def assert_close_trees(a, b, atol=0.0):
+  """Leaf by leaf (same tree): rtol RTOL, atol RTOL x the leaf's largest entry, plus `atol`."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
     x, y = np.asarray(x), np.asarray(y)
-    np.testing.assert_allclose(x, y, rtol=RTOL, atol=RTOL * max(np.abs(y).max(), 1e-6))
+    np.testing.assert_allclose(x, y, rtol=RTOL, atol=RTOL * np.abs(y).max() + atol,
+                               err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.fixture(scope="module")
-def single_device_results(initial_states):
+def single_device_results():
   mesh = sharding.make_mesh(SINGLE, jax.devices()[:1])
-  return {name: loss_and_grads(*initial_states[name], mesh)[0] for name in initial_states}
+  return {name: train_steps(cfg, mesh) for name, cfg in (("dense", DENSE), ("moe", MOE))}
 
 
 def shard_shape(x: jax.Array) -> tuple[int, ...]:
@@ -128,39 +130,52 @@ def shard_shape(x: jax.Array) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("model,mesh_name", [("dense", m) for m in WI_SHARD] +
                          [("moe", m) for m in EXPERTS_WI_SHARD])
-def test_sharded_loss_and_grads_equal_single_device(model, mesh_name, initial_states,
-                                                    single_device_results):
+def test_sharded_train_steps_equal_single_device(model, mesh_name, single_device_results):
+  """STEPS real train steps on the mesh: every metric of every step (loss, gradient, update
+  and parameter norms, for MoE the dropped fraction and expert loads: the same tokens
+  dropped) and every updated weight equal the single-device run's."""
   mesh = sharding.make_mesh(MESHES[mesh_name])
-  ((loss, aux), grads), state = loss_and_grads(*initial_states[model], mesh)
-  (ref_loss, ref_aux), ref_grads = single_device_results[model]
-  np.testing.assert_allclose(loss, ref_loss, rtol=RTOL)
-  assert_close_trees(grads, ref_grads)
-  assert_close_trees(aux, ref_aux)  # the same tokens dropped, the same expert loads
+  metrics, params = train_steps(DENSE if model == "dense" else MOE, mesh)
+  ref_metrics, ref_params = single_device_results[model]
+  assert any(k.startswith("moe_") for k in ref_metrics[0]) == (model == "moe")
+  for step, (got, want) in enumerate(zip(metrics, ref_metrics, strict=True), 1):
+    assert sorted(got) == sorted(want)
+    for name in want:
+      np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=METRIC_ATOL,
+                                 err_msg=f"step {step}: {name}")
+  assert_close_trees(params, ref_params, atol=PARAM_ATOL)
   # The weights are really split as the rules say.
-  feed_forward = state["encoder"]["layers"][0]["feed_forward"]
+  feed_forward = params["encoder"]["layers"][0]["feed_forward"]
   if model == "dense":
-    wi = feed_forward["wi"]["kernel"][...]
+    wi = feed_forward["wi"]["kernel"]
     assert wi.sharding.spec == P("fsdp", "tensor") and shard_shape(wi) == WI_SHARD[mesh_name]
   else:
-    wi = feed_forward["experts"]["wi"][...]
+    wi = feed_forward["experts"]["wi"]
     assert wi.sharding.spec == P("expert", "fsdp", "tensor")
     assert shard_shape(wi) == EXPERTS_WI_SHARD[mesh_name]
+  assert metrics[-1]["loss"] != metrics[0]["loss"]  # two batches, two different losses
 
 
-def test_moe_aux_counts_real_tokens_only(single_device_results):
-  (_, aux), _ = single_device_results["moe"]
+def test_moe_aux_counts_real_tokens_only():
+  """The trainer's `loss_fn` on a batch with padding: the router counts real tokens only."""
+  graphdef, params = nnx.split(models.MaskedLM(MOE, rngs=nnx.Rngs(0)))
   batch = mlm_batch(MOE)
+  total = jnp.float32(batch["loss_weights"].sum())
+  loss = lambda p, b: trainer.loss_fn(  # noqa: E731
+      p, graphdef=graphdef, batch=b, total_weight=total, dropout_rng=jax.random.key(1),
+      loss_cfg=trainer.LossConfig(prediction_rate=None))
+  _, aux = jax.jit(loss)(nnx.to_pure_dict(params), batch)
   real = int((batch["segment_ids"] > 0).sum())
   assert real < batch["segment_ids"].size  # the batch has padding
   moe_layers = sum(MOE.moe.is_moe_layer(i) for i in range(MOE.num_layers))
   assert float(aux["moe_assignments"]) == MOE.moe.top_k * real * moe_layers
   assert 0 < float(aux["moe_dropped"]) < float(aux["moe_assignments"])
-  np.testing.assert_allclose(moe.router_metrics(aux)["expert_load"].sum(), 1.0, rtol=1e-6)
-  (_, dense_aux), _ = single_device_results["dense"]
-  assert dense_aux == {} and moe.router_metrics(dense_aux) == {}
+  counts = {k: v for k, v in aux.items() if k.startswith("moe_")}
+  np.testing.assert_allclose(moe.router_metrics(counts)["expert_load"].sum(), 1.0, rtol=1e-6)
+  assert moe.router_metrics({}) == {}
 
 
-def test_sharded_init_creates_each_weight_in_its_shards(initial_states):
+def test_sharded_init_creates_each_weight_in_its_shards():
   mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
   model = sharding.create_sharded_model(lambda: models.MaskedLM(DENSE, rngs=nnx.Rngs(0)), mesh)
   word = model.encoder.embeddings.word[...]                    # [v, d] = ("vocab", "embed")
@@ -168,7 +183,9 @@ def test_sharded_init_creates_each_weight_in_its_shards(initial_states):
   query = model.encoder.layers[0].attention.query.kernel[...]  # [d, h, k]
   assert query.sharding.spec == P("fsdp", "tensor", None) and shard_shape(query) == (32, 2, 16)
   # The same values as an unsharded initialisation from the same seed.
-  assert_close_trees(nnx.state(model), initial_states["dense"][1])
+  unsharded = jax.jit(lambda: nnx.state(models.MaskedLM(DENSE, rngs=nnx.Rngs(0))),
+                      compiler_options=FAST_COMPILE)()
+  assert_close_trees(nnx.state(model), unsharded)
 
 
 def test_optimizer_state_follows_the_params():
