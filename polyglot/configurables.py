@@ -13,6 +13,15 @@ from polyglot import train as train_lib
 from polyglot.eval.xtreme import hparams as xtreme_hparams
 from polyglot.models import config as model_config
 
+# gin also reads `include 'data/embedded.gin'` as the resource `embedded.gin` of a Python
+# package `data` (gin/resource_reader.py), and raises TypeError, not "not found", when that
+# package is a plain folder of the working directory (`python -m` puts it on sys.path): a
+# `data/` or `models/` folder beside the command (README's `models/xlm-roberta-base`) broke
+# every run. polyglot's gin files are files (the working directory, then gin/): only gin's
+# file reader stays.
+gin.config._FILE_READERS[:] = [  # pylint: disable=protected-access
+    (read, exists) for read, exists in gin.config._FILE_READERS if read is open]  # pylint: disable=protected-access
+
 
 def _register(obj, name: str | None = None):
   return gin.external_configurable(obj, name=name, module="polyglot")

@@ -1,0 +1,888 @@
+"""Every command that README.md and docs/*.md show runs as written, from a repository root.
+
+The commands run as subprocesses in a temporary directory that looks like the
+repository root (`commands_testing.make_root`: symlinks to polyglot/, gin/,
+tasks/, tools/, docs/, ..., `../shared` beside it, `.venv/bin/python` a
+two-line script that runs this interpreter), so relative paths work as
+written and relative outputs (`workdir/demo`, `hf/demo`, `ckpt/...`,
+`xtreme/demo`) land there. They chain as a user's would: the demo run writes
+`workdir/demo`, which the Python API, the Hugging Face export, fill-mask and
+XTREME then read. `COMMANDS` says, for each, the text as documented and what
+runs instead (`replace`: inside its words; `append`: flags added at the end
+that shorten it; `options`/`drop`: the launchers' dry runs) and why;
+`test_every_documented_command_is_run_or_listed` keeps it equal to the docs.
+Absolute paths run under a fake root: `/data/cc100` is `<tmp>/fs/data/cc100`.
+`python` in docs/*.md is the activated environment's (`.venv/bin` first on
+PATH). Jobs run in background threads, two processes at a time
+(`commands_testing.Jobs`), each once; the tests wait for what they check.
+
+Command -> test (README.md):
+  make demo, make test                     not run here: CI runs both (.ci/run)
+  make install ACCEL=gpu                   not run: tests/test_accelerators.py dry-runs it
+                                           (a GPU install downloads CUDA wheels)
+  python -m polyglot.train                 test_demo_run_trains_and_saves
+  ... --gin.NUM_STEPS=1000 --workdir=workdir/demo-long     test_demo_long_run
+  tools/train_vocab.py --text_dir /data/cc100 ...          test_vocabulary_then_single_gpu_host_run
+  ... --gin_file=runs/pretrain_base.gin --workdir=/ckpt/base  (same test)
+  tools/launch_tpu_pod.sh ...              test_tpu_pod_dry_run_prints_the_worker_command,
+                                           test_tpu_pod_command_on_two_processes_and_a_bucket
+  sbatch --nodes=4 tools/launch_slurm.sh ...  test_slurm_dry_run_prints_the_node_command
+  python -m polyglot.train --coordinator_address=... (hosts 0, 1)
+                                           test_anywhere_else_commands_are_the_two_process_run
+  tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64   test_plan_memory[plan_large]
+  tools/benchmark.py train ... --compare_hf                test_benchmark_compares_with_hf
+  tools/benchmark.py train ... --attention cudnn ...        test_benchmark_bf16_flash_command
+  tools/benchmark.py scaling --model small                 test_benchmark_scaling
+  the Python API block                     test_python_api_block
+  tools/convert_to_hf.py ... --output_dir=hf/demo, python -m polyglot.fill_mask ...,
+  and the prose's `pipeline("fill-mask", model="hf/demo")`
+                                           test_export_then_hf_pipeline_equals_fill_mask
+  tools/convert_from_hf.py, tools/extend_vocab.py, train --gin_file=runs/continue_from_hf.gin,
+  tools/convert_to_hf.py --checkpoint_dir=/ckpt/xlmr-ext-run
+                                           test_xlmr_import_extend_continue_export
+  python -m polyglot.eval.xtreme (first)   test_xtreme_on_the_demo_checkpoint (../shared/data)
+  python -m polyglot.eval.xtreme (second)  test_xtreme_two_tasks_two_languages (same)
+
+Command -> test (docs/benchmarks.md):
+  train --model small --steps 10 --no_record --profile /tmp/trace   test_benchmark_profile
+  python -c "... flops_per_token ..."       test_flops_one_liner_prints_the_quoted_figures
+  train ... --attention cudnn ... (first GPU command)     = README's (test_benchmark_bf16_flash_...)
+  scaling --model small --steps 3 --warmup 1              = README's scaling command once shortened
+  python -c "... len(seqio...('embedded').tasks)"          test_embedded_mixture_has_630_tasks
+  tools/benchmark.py data --batches 64 --warmup 16         test_benchmark_data
+  NOT_RUN lists the rest: the train-table rows (records the tool wrote), the other GPU
+  commands (--remat, moe_base_e8, --profile: flags run by the commands above), scaling
+  with `--lengths` and no value (README's scaling command runs its expert row).
+
+Command -> test (docs/scaling.md):
+  plan_memory rows 1 (= README's), 4, 7 and 12        test_plan_memory[...]
+  python -c "... parameter counts ..."      test_parameter_count_one_liner
+  NOT_RUN lists the other eight plan_memory commands (same tool and model, other mesh
+  sizes or one of the flags that a run command combines).
+
+Multi-host: the one two-process run (expensive: ~2 x a training run on 2 cores) is the
+TPU pod's, since it adds what no other test has: several processes writing one
+checkpoint to a bucket (the GCS emulator, tests/gcs_emulator.py). Its workers' command
+is the one `tools/launch_tpu_pod.sh --dry_run` prints, and `--multihost` is given the
+"anywhere else" commands' own `--coordinator_address/--num_processes/--process_id`
+(127.0.0.1 and a free port for 10.0.0.1:8476): so those two commands run in it as well
+(their other flags are the single-host command's, run above). The SLURM node command
+is checked as printed: it is the same `polyglot.train --multihost` with the user's
+flags; finding the processes from SLURM's environment is jax.distributed's.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shlex
+import socket
+import sys
+
+import pytest
+
+import commands_testing as ct
+import gcs_emulator
+
+LANGS = ("eng_Latn", "fra_Latn", "swh_Latn", "rus_Cyrl", "arb_Arab", "cmn_Hans")  # /data/cc100
+NEW_LANGS = ("zul_Latn", "xho_Latn", "amh_Ethi", "yor_Latn")  # /data/glot500c
+DEMO_STEPS = 20
+SHORT = ("--gin.NUM_STEPS=4", "--gin.BATCH_SIZE=8", "--gin.TrainConfig.seq_len=64",
+         "--gin.TrainConfig.eval_every=0")
+TINY = ("--gin.model_preset.name='tiny'",)
+SIX = ("--gin.TrainConfig.mixture=@embedded_mixture()",
+       f"--gin.embedded_mixture.languages={list(LANGS)}")
+ON_CPU = ("--gin.MeshConfig.platform=None",)
+ABSOLUTE = (("/data/", "{fs}/data/"), ("/ckpt/", "{fs}/ckpt/"))
+BENCH = ("--steps", "2", "--warmup", "1", "--no_record")
+HF_FILES = {"config.json", "model.safetensors", "sentencepiece.bpe.model", "tokenizer.json",
+            "tokenizer_config.json", "special_tokens_map.json"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """A documented command (`text`) and how it runs here."""
+  text: str
+  why: str = ""                                  # the reason for each change below
+  replace: tuple[tuple[str, str], ...] = ()      # (as written, what runs) in its words
+  append: tuple[str, ...] = ()                   # flags added at the end
+  drop: int = 0                                  # words dropped at the front (sbatch ...)
+  options: tuple[str, ...] = ()                  # inserted before `--`, else after word 1
+  devices: int = 1                               # CPU devices (XLA_FLAGS)
+
+
+# ---- README.md ----
+
+README_TPU = ("tools/launch_tpu_pod.sh TPU_NAME ZONE --setup -- --gin_file=runs/pretrain_base.gin "
+              "--gin_file=mesh/tpu_v4_32.gin --gin.TEXT_DIR=\"'/data/cc100'\" "
+              "--gin.VOCAB=\"'/data/spm.model'\" --workdir=gs://bucket/polyglot/base")
+README_SLURM = ("sbatch --nodes=4 tools/launch_slurm.sh --gin_file=runs/pretrain_base.gin "
+                "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" "
+                "--gin.MeshConfig.data=4 --gin.MeshConfig.fsdp=8 --workdir=/shared/ckpt")
+README_HOSTS = tuple(
+    ".venv/bin/python -m polyglot.train --coordinator_address=10.0.0.1:8476 --num_processes=2 "
+    f"--process_id={i} --gin_file=runs/pretrain_base.gin --gin.TEXT_DIR=\"'/data/cc100'\" "
+    "--gin.VOCAB=\"'/data/spm.model'\" --workdir=/shared/ckpt" for i in (0, 1))
+README_API = """import polyglot, jax.numpy as jnp
+model, vocab, cfg, step, meta = polyglot.load("workdir/demo")   # newest checkpoint
+logits, aux = model(jnp.asarray([[0, *vocab.encode("Habari ya dunia"), 2]]))"""
+README_FILL_MASK = (".venv/bin/python -m polyglot.fill_mask --checkpoint_dir=workdir/demo "
+                    "\"Habari ya <mask>.\" --top_k=5")
+XTREME_SHORT = ("--gin_file={base}/xtreme_smoke.gin",)
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        ".venv/bin/python -m polyglot.train",
+        "300 steps with evaluation every 100 -> 20 steps, none",
+        append=(f"--gin.NUM_STEPS={DEMO_STEPS}", "--gin.TrainConfig.log_every=5",
+                "--gin.TrainConfig.eval_every=0")),
+    "demo_long": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/demo.gin --gin.NUM_STEPS=1000 "
+        "--workdir=workdir/demo-long",
+        "1000 steps -> 4 (the last --gin.NUM_STEPS wins), no evaluation; the 630 languages "
+        "-> 6 (building their input pipelines is most of a short run; the demo run builds "
+        "all)", append=("--gin.NUM_STEPS=4", "--gin.TrainConfig.eval_every=0", *SIX)),
+    "train_vocab": Command(
+        ".venv/bin/python tools/train_vocab.py --text_dir /data/cc100 --vocab_size 250002 "
+        "--output /data/spm.model",
+        "/data/cc100: 6 languages of the embedded corpus; 100k sampled sentences -> 2000 "
+        "(vocab_size stays: SentencePiece keeps what the text supports)",
+        replace=ABSOLUTE, append=("--sample_size", "2000")),
+    "pretrain_base": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/pretrain_base.gin "
+        "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" --workdir=/ckpt/base",
+        "8 CPU devices for gpu_8's fsdp=8, its platform check off; base -> tiny (bf16 kept); "
+        "500k steps of 256 x 512 -> 4 of 8 x 64",
+        replace=ABSOLUTE, append=(*TINY, *ON_CPU, *SHORT), devices=8),
+    "tpu_dry_run": Command(
+        README_TPU, "--dry_run (launcher option): prints each worker's command; no gcloud here",
+        options=("--dry_run",)),
+    "tpu_pod": Command(
+        README_TPU,
+        "the worker command the dry run prints, on 2 processes x 4 CPU devices: --multihost "
+        "gets the 'anywhere else' coordinator flags (127.0.0.1:<free port>); "
+        "gs://bucket -> the GCS emulator's bucket; /data -> the fake root; tpu_v4_32's "
+        "fsdp=16 -> 8 (the devices there are), its platform check off; base -> tiny, 4 steps "
+        "of 8 x 64",
+        replace=(("gs://bucket/", "gs://{bucket}/"), ("/data/", "{fs}/data/")),
+        append=("--gin.MeshConfig.fsdp=8", *ON_CPU, *TINY, *SHORT), devices=4),
+    "slurm_dry_run": Command(
+        README_SLURM, "no SLURM here: the script runs itself (SLURM_SUBMIT_DIR set, as sbatch "
+        "does) with --dry_run, which prints each node's command",
+        drop=2, options=("--dry_run",)),
+    "plan_large": Command(
+        ".venv/bin/python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64"),
+    "bench_compare": Command(
+        ".venv/bin/python tools/benchmark.py train --model small --batch_size 8 --seq_len 128 "
+        "--compare_hf",
+        "small 8 x 128, 20 steps -> tiny 4 x 32, 2 steps; --no_record keeps docs/benchmarks.md",
+        append=("--model", "tiny", "--batch_size", "4", "--seq_len", "32", *BENCH)),
+    "bench_flash": Command(
+        ".venv/bin/python tools/benchmark.py train --model large --seq_len 512 --batch_size 32 "
+        "--dtype bfloat16 --attention cudnn --attention_dropout 0",
+        "cuDNN flash attention needs a GPU: XLA's attention, still bf16 and no attention "
+        "dropout; large 32 x 512 -> tiny 2 x 64, 2 steps, --no_record",
+        replace=(("cudnn", "xla"),),
+        append=("--model", "tiny", "--seq_len", "64", "--batch_size", "2", *BENCH)),
+    "bench_scaling": Command(
+        ".venv/bin/python tools/benchmark.py scaling --model small",
+        "small, 8192 tokens, 6 lengths and 4 expert counts -> tiny, 64 tokens, lengths 16 "
+        "and 32, 4 experts, 1 step, --no_record",
+        append=("--model", "tiny", "--tokens", "64", "--lengths", "16", "32", "--experts",
+                "4", "--seq_len", "16", "--steps", "1", "--warmup", "1", "--no_record")),
+    "api": Command(
+        README_API, "run as a script, with a line appended that prints what it computed",
+        append=("print(step, tuple(logits.shape), cfg.vocab_size, "
+                "bool(jnp.isfinite(logits).all()))",)),
+    "to_hf_demo": Command(
+        ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=workdir/demo "
+        "--output_dir=hf/demo"),
+    "hf_pipeline": Command(
+        'pipeline("fill-mask", model="hf/demo")',
+        "README prose: run by python -c, offline, on fill_mask's text with top_k=10"),
+    "fill_mask": Command(README_FILL_MASK),
+    "xlmr_download": Command(
+        "models/xlm-roberta-base",
+        "no download here: a random tiny XLMRobertaForMaskedLM saved with save_pretrained, "
+        "the embedded corpus's SentencePiece model beside it"),
+    "from_hf": Command(
+        ".venv/bin/python tools/convert_from_hf.py --hf_dir=models/xlm-roberta-base "
+        "--output_dir=ckpt/xlmr-base"),
+    "extend": Command(
+        ".venv/bin/python tools/extend_vocab.py --checkpoint_dir=ckpt/xlmr-base "
+        "--text_dir=/data/glot500c --vocab_size=32000 --init=mean --output_dir=ckpt/xlmr-ext",
+        "/data/glot500c: 4 new languages of the embedded corpus; 100k sampled sentences -> "
+        "2000", replace=ABSOLUTE, append=("--sample_size=2000",)),
+    "continue": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/continue_from_hf.gin "
+        "--workdir=/ckpt/xlmr-ext-run --gin.INIT_FROM=\"'ckpt/xlmr-ext'\" "
+        "--gin.VOCAB=\"'ckpt/xlmr-ext/sentencepiece.bpe.model'\" "
+        "--gin.TEXT_DIR=\"'/data/glot500c'\"",
+        "8 CPU devices for gpu_8's fsdp=8, its platform check off; 100k steps of 256 x 512 "
+        "-> 4 of 8 x 64 (the model is the checkpoint's)",
+        replace=ABSOLUTE, append=(*ON_CPU, *SHORT), devices=8),
+    "to_hf_ext": Command(
+        ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=/ckpt/xlmr-ext-run "
+        "--output_dir=hf/xlmr-ext", replace=ABSOLUTE),
+    "xtreme": Command(
+        ".venv/bin/python -m polyglot.eval.xtreme --checkpoint_dir=workdir/demo "
+        "--data_dir=../shared/data/xtreme --output_dir=xtreme/demo",
+        "a smoke-run gin file: 16 training and 8 evaluation examples, 4 steps, length 64, "
+        "retrieval from layer 1 (tests/test_xtreme_run.py's)", append=XTREME_SHORT),
+    "xtreme_de_zh": Command(
+        ".venv/bin/python -m polyglot.eval.xtreme --checkpoint_dir=workdir/demo "
+        "--data_dir=../shared/data/xtreme --output_dir=xtreme/demo-de-zh "
+        "--tasks=udpos,tatoeba --languages=de,zh --gin.udpos/TaskHparams.batch_size=16",
+        "the same smoke-run gin file (its flags, parsed after gin files, keep batch 16)",
+        append=XTREME_SHORT),
+    # ---- docs/benchmarks.md ----
+    "bench_profile": Command(
+        "python tools/benchmark.py train --model small --steps 10 --no_record --profile /tmp/trace",
+        "small 8 x 128, 10 steps -> tiny 2 x 32, 2 steps; /tmp/trace under the fake root",
+        replace=(("/tmp/", "{fs}/tmp/"),),
+        append=("--model", "tiny", "--batch_size", "2", "--seq_len", "32", *BENCH)),
+    "flops": Command(
+        "python -c \"from polyglot import models, trainer; cfg = models.preset('small'); "
+        "print([trainer.flops_per_token(cfg, 128, n / 128) / 1e6 for n in (128, 39)])\""),
+    "tasks_count": Command(
+        "python -c \"import tasks, seqio; "
+        "print(len(seqio.get_mixture_or_task('embedded').tasks))\""),
+    "bench_data": Command(
+        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16",
+        "the 630-language build (~40 s per row) -> one language's task, 2 batches of 4 x 64 "
+        "after 1",
+        append=("--mixture", "embedded.swh_Latn", "--batches", "2", "--warmup", "1",
+                "--length", "64", "--batch_size", "4")),
+    # ---- docs/scaling.md ----
+    "plan_moe_e8": Command(
+        "python tools/plan_memory.py --model=moe_large_e64 --mesh=expert=8 --batch=64 --seq=512"),
+    "plan_layers_1": Command(
+        "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=1"),
+    "plan_remat_bf16": Command(
+        "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
+        "--remat=full --dtype=bfloat16"),
+    "param_count": Command(
+        "python -c \"import jax; from flax import nnx; from polyglot import models\n"
+        "for name in ('large', 'moe_large_e64'):\n"
+        "  m = nnx.eval_shape(lambda: models.build('masked_lm', models.preset(name), "
+        "rngs=nnx.Rngs(0)))\n"
+        "  print(name, sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param))))\""),
+}
+
+# Documented commands that run as another entry of COMMANDS.
+SAME_AS = {
+    "python tools/benchmark.py train --model large --seq_len 512 --batch_size 32 --dtype "
+    "bfloat16 --attention cudnn --attention_dropout 0": "bench_flash",
+    "python tools/benchmark.py scaling --model small --steps 3 --warmup 1": "bench_scaling",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512": "plan_large",
+    README_HOSTS[0]: "tpu_pod",
+    README_HOSTS[1]: "tpu_pod",
+}
+
+RECORD = "a row the tool wrote into its results table (the command column records how the row "
+SAME_PLAN = "same tool, model and step as the plan_memory commands run; "
+NOT_RUN = {
+    "make demo": "CI runs it after the suite (.ci/run)",
+    "make test": "CI itself (.ci/run)",
+    "make install ACCEL=gpu": "downloads CUDA wheels; tests/test_accelerators.py dry-runs "
+                              "the target and checks the extra",
+    "python tools/benchmark.py train --model small --steps 30 --warmup 3 --compare_hf":
+        RECORD + "was made); the command shape runs in test_benchmark_compares_with_hf",
+    "python tools/benchmark.py train --model tiny --steps 30 --warmup 3 --compare_hf":
+        RECORD + "was made); the command shape runs in test_benchmark_compares_with_hf",
+    "python tools/benchmark.py train --model small --steps 20 --warmup 3 --compare_hf "
+    "--prediction_rate none":
+        RECORD + "was made); tests/test_trainer.py runs prediction_rate=None",
+    "python tools/benchmark.py train --model large --seq_len 512 --batch_size 64 --dtype "
+    "bfloat16 --attention cudnn --attention_dropout 0 --remat dots_with_no_batch_dims_saveable":
+        "a GPU command: the first GPU command runs (on CPU, XLA attention) with the same "
+        "flags but --remat, whose policies tests/test_scan_layers.py runs (this one too)",
+    "python tools/benchmark.py train --model moe_base_e8 --seq_len 512 --batch_size 64 --dtype "
+    "bfloat16 --attention cudnn --attention_dropout 0":
+        "a GPU command: the first GPU command runs with the same flags but an MoE preset, "
+        "whose train step the scaling runs time (4 experts)",
+    "python tools/benchmark.py train --model large --seq_len 512 --batch_size 32 --dtype "
+    "bfloat16 --attention cudnn --attention_dropout 0 --profile /tmp/trace":
+        "the first GPU command (run) plus --profile (run by test_benchmark_profile)",
+    "python tools/benchmark.py scaling --model small --lengths --experts 8 --steps 3 "
+    "--warmup 1": "README's scaling command runs (test_benchmark_scaling) with its expert "
+                  "row; this one only leaves out the length rows (--lengths with no value)",
+    "python tools/plan_memory.py --model=large --mesh=data=8,fsdp=8 --batch=512 --seq=512":
+        SAME_PLAN + "64 fake devices (the per-device memory is the fsdp=8 row's, checked)",
+    "python tools/plan_memory.py --model=large --mesh=data=16,fsdp=16 --batch=2048 --seq=512":
+        SAME_PLAN + "256 fake devices, a slower compile",
+    "python tools/plan_memory.py --model=moe_large_e64 --mesh=fsdp=8,expert=8 --batch=512 "
+    "--seq=512": SAME_PLAN + "64 fake devices; the expert=8 row runs",
+    "python tools/plan_memory.py --model=moe_large_e64 --mesh=data=4,fsdp=8,expert=8 "
+    "--batch=2048 --seq=512": SAME_PLAN + "256 fake devices, a slower compile",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=2":
+        SAME_PLAN + "--layers runs with 1",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=4":
+        SAME_PLAN + "--layers runs with 1",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --remat=full":
+        SAME_PLAN + "--remat=full runs together with --dtype=bfloat16",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
+    "--dtype=bfloat16": SAME_PLAN + "--dtype=bfloat16 runs together with --remat=full",
+}
+
+# Prose and fixtures that run without being documented command lines.
+UNDOCUMENTED = {COMMANDS["hf_pipeline"].text, COMMANDS["xlmr_download"].text}
+XTREME_DATA = ct.SHARED / "data" / "xtreme"
+
+
+# ---- the root and its jobs ----
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def write_corpus(directory: pathlib.Path, langs) -> None:
+  """`<lang>.txt` files of the embedded corpus's text, each line 6 times over."""
+  from polyglot.data import sources  # pylint: disable=g-import-not-at-top
+  texts = sources.embedded_corpus().texts
+  directory.mkdir(parents=True)
+  for lang in langs:
+    (directory / f"{lang}.txt").write_text("\n".join(list(texts[lang]) * 6) + "\n",
+                                          encoding="utf-8")
+
+
+class Root:
+  """The temporary root (`root`), the fake `/` for absolute paths (`fs`), logs, runs."""
+
+  def __init__(self, base: pathlib.Path):
+    self.base, self.root, self.fs = base, ct.make_root(base), base / "fs"
+    self.logs = base / "logs"
+    self.logs.mkdir()
+    write_corpus(self.fs / "data" / "cc100", LANGS)
+    write_corpus(self.fs / "data" / "glot500c", NEW_LANGS)
+    self.port = free_port()
+    self.processes: list = []
+
+  def values(self) -> dict[str, str]:
+    return {"root": str(self.root), "fs": str(self.fs), "base": str(self.base),
+            "bucket": gcs_emulator.BUCKET, "port": str(self.port)}
+
+  def env(self, devices: int = 1, **extra: str) -> dict[str, str]:
+    """What a user's shell has, with the venv first on PATH, plus CPU JAX with `devices`
+    devices, a compilation cache shared by the commands, nothing fetched from the Hub.
+    $POLYGLOT_CACHE, when set, passes through (else the default cache)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", JAX_COMPILATION_CACHE_DIR=str(self.base / "jax_cache"),
+               PATH=f"{self.root / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.update(extra)
+    return env
+
+  def words(self, name: str) -> list[str]:
+    """COMMANDS[name] as it runs here (without what only its job adds)."""
+    cmd, values = COMMANDS[name], self.values()
+    words = shlex.split(cmd.text)[cmd.drop:]
+    words = [ct.substitute(w, [(a, b.format(**values)) for a, b in cmd.replace]) for w in words]
+    if cmd.options:
+      at = words.index("--") if "--" in words else 1
+      words[at:at] = cmd.options
+    return words + [a.format(**values) for a in cmd.append]
+
+  def start(self, name: str, argv: list[str] | None = None, *, log: str | None = None,
+            cwd: pathlib.Path | None = None, **env: str):
+    return ct.run(argv or self.words(name), cwd=cwd or self.root,
+                  env=self.env(COMMANDS[name].devices, **env), log=self.logs / (log or name),
+                  processes=self.processes)
+
+  def run(self, name: str, argv: list[str] | None = None, **kwargs) -> ct.Result:
+    return ct.wait(self.start(name, argv, **kwargs))
+
+
+def run_api(r: Root) -> ct.Result:
+  script = r.base / "api_block.py"
+  script.write_text(README_API + "\n" + "\n".join(COMMANDS["api"].append) + "\n")
+  return r.run("api", [".venv/bin/python", str(script)])
+
+
+def run_hf_pipeline(r: Root) -> ct.Result:
+  text, = [w for w in shlex.split(README_FILL_MASK) if "<mask>" in w]
+  code = ("import json\nfrom transformers import pipeline\n"
+          f"fill = {COMMANDS['hf_pipeline'].text}\n"
+          f"print(json.dumps(fill({text!r}, top_k=10)))\n")
+  return r.run("hf_pipeline", [".venv/bin/python", "-c", code])
+
+
+def run_xlmr_download(r: Root) -> ct.Result:
+  return r.run("xlmr_download", [".venv/bin/python", ct.__file__, "tiny-xlmr",
+                                 COMMANDS["xlmr_download"].text])
+
+
+def worker_command(dry_run: ct.Result) -> tuple[pathlib.Path, list[str]]:
+  """(directory, command) of the training line that a launcher's dry run printed."""
+  line = [l for l in dry_run.stdout.splitlines() if "polyglot.train" in l][-1]
+  words = shlex.split(line)
+  assert words[0] == "cd" and words[2] == "&&", line
+  return pathlib.Path(words[1]), words[3:]
+
+
+def coordinator_flags(process_id: int, port: int) -> list[str]:
+  """The 'anywhere else' command's own process flags, its address made 127.0.0.1:<port>."""
+  flags = [w for w in shlex.split(README_HOSTS[process_id])
+           if w.startswith(("--coordinator_address=", "--num_processes=", "--process_id="))]
+  return [w.replace("10.0.0.1:8476", f"127.0.0.1:{port}") for w in flags]
+
+
+def run_tpu_pod(r: Root, dry_run: ct.Result) -> tuple[list[ct.Result], dict[str, bytes]]:
+  """Both processes' results and what they left in the bucket (read before the in-memory
+  emulator stops)."""
+  cwd, worker = worker_command(dry_run)
+  cmd, values = COMMANDS["tpu_pod"], r.values()
+  worker = [ct.substitute(w, [(a, b.format(**values)) for a, b in cmd.replace]) for w in worker]
+  worker += [a.format(**values) for a in cmd.append]
+  with gcs_emulator.emulator(r.logs / "emulator.log") as url:
+    results = ct.wait_all([
+        r.start("tpu_pod", worker + coordinator_flags(i, r.port), log=f"tpu_pod.{i}", cwd=cwd,
+                **gcs_emulator.client_env(url)) for i in (0, 1)])
+    files = bucket_files(url, "polyglot/base") if results[0].returncode == 0 else {}
+  return results, files
+
+
+def bucket_files(url: str, prefix: str) -> dict[str, bytes]:
+  """Object name (under `prefix/`) -> content, as Google's own client lists the bucket
+  (pointed at `url` by its options: this process's environment is the other jobs')."""
+  from google.auth.credentials import AnonymousCredentials  # pylint: disable=g-import-not-at-top
+  from google.cloud import storage  # pylint: disable=g-import-not-at-top
+  client = storage.Client(project="polyglot-test", credentials=AnonymousCredentials(),
+                          client_options={"api_endpoint": url})
+  blobs = client.list_blobs(gcs_emulator.BUCKET, prefix=f"{prefix}/")
+  return {b.name[len(prefix) + 1:]: b.download_as_bytes() for b in blobs
+          if not b.name.endswith("/")}
+
+
+def run_xtreme(r: Root, name: str) -> ct.Result:
+  from test_xtreme_run import smoke_gin  # pylint: disable=g-import-not-at-top
+  smoke_gin(r.base / "xtreme_smoke.gin")
+  return r.run(name)
+
+
+def job_specs(r: Root) -> ct.Jobs:
+  """How each entry of COMMANDS runs and what it reads, the chains first."""
+  simple = lambda name, *needs, slots=1: ct.Job(lambda: r.run(name), needs, slots)
+  jobs = {  # the chains first: a ready step of one passes the independent jobs below
+      "demo": simple("demo"),
+      "xlmr_download": ct.Job(lambda: run_xlmr_download(r)),
+      "from_hf": simple("from_hf", "xlmr_download"),
+      "extend": simple("extend", "from_hf"),
+      "continue": simple("continue", "extend"),
+      "to_hf_ext": simple("to_hf_ext", "continue"),
+      "train_vocab": simple("train_vocab"),
+      "tpu_dry_run": simple("tpu_dry_run", slots=0),
+      "tpu_pod": ct.Job(lambda: run_tpu_pod(r, jobs_.result("tpu_dry_run")),
+                        ("tpu_dry_run", "train_vocab"), slots=2),
+      "slurm_dry_run": ct.Job(lambda: r.run("slurm_dry_run", SLURM_SUBMIT_DIR=str(r.root)),
+                              slots=0),
+      "to_hf_demo": simple("to_hf_demo", "demo"),
+      "hf_pipeline": ct.Job(lambda: run_hf_pipeline(r), ("to_hf_demo",)),
+      "fill_mask": simple("fill_mask", "demo"),
+      "api": ct.Job(lambda: run_api(r), ("demo",)),
+      "xtreme": ct.Job(lambda: run_xtreme(r, "xtreme"), ("demo",)),
+      # After the first: its fine-tuning steps come from the compilation cache.
+      "xtreme_de_zh": ct.Job(lambda: run_xtreme(r, "xtreme_de_zh"), ("xtreme",)),
+      "pretrain_base": simple("pretrain_base", "train_vocab"),
+      "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
+  }
+  jobs.update({name: simple(name) for name in COMMANDS if name not in jobs})
+  jobs_ = ct.Jobs(jobs)
+  jobs_.processes = r.processes  # killed by close()
+  return jobs_
+
+
+def uses(*names: str):
+  """Marks a test with the jobs it reads: the module starts them all when it starts."""
+  def mark(fn):
+    fn.jobs = names
+    return fn
+  return mark
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Root:
+  """The repository root the commands run in, shared by the module."""
+  return Root(tmp_path_factory.mktemp("commands"))
+
+
+@pytest.fixture(scope="module")
+def jobs(request, root):
+  """The jobs of every selected test of this module, started together."""
+  jobs_ = job_specs(root)
+  wanted = []
+  for item in request.session.items:
+    if item.module is sys.modules[__name__]:
+      wanted += getattr(item.function, "jobs", ())
+      callspec = getattr(item, "callspec", None)
+      if callspec and "job" in callspec.params:
+        wanted.append(callspec.params["job"])
+  if not XTREME_DATA.is_dir():
+    wanted = [w for w in wanted if not w.startswith("xtreme")]
+  jobs_.start(wanted)
+  yield jobs_
+  jobs_.close()
+  print("\njob seconds:", json.dumps(jobs_.seconds))
+
+
+# ---- the table against the docs ----
+
+def test_every_documented_command_is_run_or_listed():
+  documented = {text for _, text in ct.documented_commands()}
+  run = {c.text for c in COMMANDS.values()}
+  assert not documented - run - set(SAME_AS) - set(NOT_RUN), "run it (COMMANDS) or list it"
+  assert not (run | set(SAME_AS) | set(NOT_RUN)) - documented - UNDOCUMENTED, "stale entries"
+  assert set(SAME_AS.values()) <= set(COMMANDS)
+
+
+def test_markdown_commands_are_blocks_lines_and_command_spans():
+  markdown = "\n".join([
+      "Run `tools/x.py --a=1` or `python -m polyglot.train` (a name), `make install`.",
+      "```bash", "# a comment", "python -m a --b=1 \\", "    --c='x  y'   # note", "make demo",
+      "```", "  ```", '  python -c "import a', "  print(1)\"", "  ```",
+      "```python", "import polyglot", "x = 1   # kept", "```", "    python tools/y.py --z",
+      "    not a command", "- `python -c \"print(2)\"`"])
+  assert ct.markdown_commands(markdown) == [
+      "tools/x.py --a=1", "python -m a --b=1 --c='x  y'", "make demo",
+      'python -c "import a\n  print(1)"', "import polyglot\nx = 1   # kept",
+      "python tools/y.py --z", 'python -c "print(2)"']
+
+
+def test_substitutions_touch_paths_at_word_or_value_starts_only():
+  swap = [("/data/", "/tmp/fs/data/")]
+  assert ct.substitute("--gin.X='/data/cc100'", swap) == "--gin.X='/tmp/fs/data/cc100'"
+  assert ct.substitute("--text_dir=/data/x", swap) == "--text_dir=/tmp/fs/data/x"
+  assert ct.substitute("/data/x", swap) == "/tmp/fs/data/x"
+  assert ct.substitute("workdir/data/x", swap) == "workdir/data/x"
+
+
+def test_folders_named_like_gin_folders_in_the_working_directory(tmp_path, root):
+  """README has users create `models/xlm-roberta-base` in the checkout (and many keep a
+  `data/`): gin must still read `include 'models/tiny.gin'` from gin/, not take the folder
+  for a Python package (it raised TypeError there). A bad binding stops the run right after
+  the includes: one error line, exit 2."""
+  for name in ("models", "data", "mesh"):
+    (tmp_path / name).mkdir()
+  done = ct.wait(ct.run([str(root.root / ".venv/bin/python"), "-m", "polyglot.train",
+                         "--gin.TrainConfig.no_such_field=1"], cwd=tmp_path, env=root.env(),
+                        log=tmp_path / "train"))
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: gin: Configurable 'TrainConfig' doesn't have a parameter named 'no_such_field'.")
+
+
+# ---- README: training, the Python API, Hugging Face ----
+
+def train_losses(workdir: pathlib.Path) -> dict[int, float]:
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def committed(workdir: pathlib.Path, step: int) -> bool:
+  return (workdir / "checkpoints" / str(step) / "commit_success.txt").is_file()
+
+
+@uses("demo")
+def test_demo_run_trains_and_saves(jobs, root):
+  done = jobs.result("demo").ok()
+  workdir = root.root / "workdir" / "demo"
+  assert f"step {DEMO_STEPS}/{DEMO_STEPS}" in done.stdout
+  assert f"done: {workdir} (loss" in done.stdout
+  losses = train_losses(workdir)
+  assert sorted(losses) == [5, 10, 15, 20] and losses[20] < losses[5] - 0.2, losses
+  assert committed(workdir, DEMO_STEPS)
+  assert f"NUM_STEPS = {DEMO_STEPS}" in (workdir / "config.gin").read_text()
+
+
+@uses("demo_long")
+def test_demo_long_run(jobs, root):
+  done = jobs.result("demo_long").ok()
+  workdir = root.root / "workdir" / "demo-long"
+  assert f"done: {workdir} (loss" in done.stdout and committed(workdir, 4)
+  assert "NUM_STEPS = 4" in (workdir / "config.gin").read_text()
+
+
+@uses("api")
+def test_python_api_block(jobs):
+  """The block loads the demo's newest checkpoint and runs the model on one row."""
+  out = jobs.result("api").ok().stdout.strip()
+  m = re.fullmatch(r"(\d+) \(1, (\d+), (\d+)\) (\d+) True", out)
+  assert m, out
+  step, length, logits_width, vocab_size = map(int, m.groups())
+  assert step == DEMO_STEPS and length >= 3 and logits_width == vocab_size > 1000
+
+
+def fill_mask_lines(stdout: str) -> list[tuple[str, float]]:
+  """(token, score) of each prediction line `  0.0123  'piece'   filled text`."""
+  out = []
+  for line in stdout.splitlines():
+    m = re.match(r"  (\d\.\d{4})  ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\") ", line)
+    if m:
+      out.append((ast.literal_eval(m.group(2)), float(m.group(1))))
+  return out
+
+
+@uses("to_hf_demo", "fill_mask", "hf_pipeline")
+def test_export_then_hf_pipeline_equals_fill_mask(jobs, root):
+  """convert_to_hf writes the folder; HF's pipeline on it, offline, predicts what
+  polyglot.fill_mask prints (scores to its 4 printed decimals; a 20-step model's scores are
+  close together, so each of polyglot's 5 is looked up among HF's top 10)."""
+  exported = jobs.result("to_hf_demo").ok()
+  hf_dir = root.root / "hf" / "demo"
+  assert f"wrote {hf_dir}: XLMRobertaForMaskedLM from step {DEMO_STEPS}" in exported.stdout
+  assert {p.name for p in hf_dir.iterdir()} == HF_FILES
+  ours = fill_mask_lines(jobs.result("fill_mask").ok().stdout)
+  assert len(ours) == 5, jobs.result("fill_mask").stdout
+  assert [s for _, s in ours] == sorted((s for _, s in ours), reverse=True)
+  theirs = json.loads(jobs.result("hf_pipeline").ok().stdout.strip().splitlines()[-1])
+  for token, score in ours:
+    assert any(t["token_str"] == token and abs(t["score"] - score) <= 6e-5 for t in theirs), (
+        token, score, theirs)
+
+
+@uses("train_vocab", "pretrain_base")
+def test_vocabulary_then_single_gpu_host_run(jobs, root):
+  spm = root.fs / "data" / "spm.model"
+  made = jobs.result("train_vocab").ok()
+  m = re.search(rf"^{re.escape(str(spm))}: vocab_size=(\d+) \(mask_id=(\d+)\)", made.stdout, re.M)
+  assert m and int(m.group(2)) == int(m.group(1)) - 1 and spm.is_file(), made.stdout
+  done = jobs.result("pretrain_base").ok()
+  workdir = root.fs / "ckpt" / "base"
+  assert "backend cpu: 8 x cpu (process 0 of 1)" in done.stderr
+  assert f"done: {workdir} (loss" in done.stdout and committed(workdir, 4)
+  config = (workdir / "config.gin").read_text()
+  assert "model_preset.name = 'tiny'" in config and "MeshConfig.fsdp = 8" in config
+  import polyglot  # pylint: disable=g-import-not-at-top
+  assert polyglot.load(str(workdir)).config.vocab_size == int(m.group(1))
+
+
+# ---- README: multi-host ----
+
+def user_flags(text: str, after: str) -> list[str]:
+  """The training flags of a documented launcher command: its words after `after`."""
+  words = shlex.split(text)
+  return words[words.index(after) + 1:]
+
+
+@uses("tpu_dry_run")
+def test_tpu_pod_dry_run_prints_the_worker_command(jobs, root):
+  done = jobs.result("tpu_dry_run").ok()
+  lines = [l for l in done.stdout.splitlines() if not l.startswith("#")]
+  assert [shlex.split(l) for l in lines] == [
+      ["cd", str(root.root), "&&", "make", "install", "ACCEL=tpu"],
+      ["cd", str(root.root), "&&", ".venv/bin/python", "-m", "polyglot.train", "--multihost",
+       *user_flags(README_TPU, "--")]]
+  assert done.stdout.startswith("# every worker of TPU TPU_NAME (zone ZONE) would run")
+
+
+@uses("tpu_pod")
+def test_tpu_pod_command_on_two_processes_and_a_bucket(jobs, root):
+  """Both processes train one job; process 0 alone reports; the checkpoint and logs are in
+  the bucket, written by two processes."""
+  pytest.importorskip("gcp_storage_emulator")
+  results, files = jobs.result("tpu_pod")
+  for i, res in enumerate(results):
+    res.ok()
+    assert coordinator_flags(i, root.port) == res.argv[-3:]
+    assert f"(process {i} of 2, 8 devices in all)" in res.stderr
+  _, worker = worker_command(jobs.result("tpu_dry_run"))
+  assert results[0].argv[:3] == worker[:3] == [".venv/bin/python", "-m", "polyglot.train"]
+  assert "done: gs://polyglot-test/polyglot/base (loss" in results[0].stdout
+  assert "done:" not in results[1].stdout
+  assert {"checkpoints/4/commit_success.txt", "config.gin", "metrics.jsonl"} <= set(files)
+  assert any(k.startswith("checkpoints/4/params/ocdbt.process_1/") for k in files), sorted(files)
+  assert "MeshConfig.fsdp = 8" in files["config.gin"].decode()
+
+
+@uses("slurm_dry_run", "tpu_dry_run")
+def test_slurm_dry_run_prints_the_node_command(jobs, root):
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  done = jobs.result("slurm_dry_run").ok()
+  cwd, node = worker_command(done)
+  assert cwd == root.root
+  assert node == [".venv/bin/python", "-m", "polyglot.train", "--multihost",
+                  *user_flags(README_SLURM, "tools/launch_slurm.sh")]
+  assert node[:4] == worker_command(jobs.result("tpu_dry_run"))[1][:4]
+  try:
+    importlib.metadata.version("jax-cuda12-plugin")
+  except importlib.metadata.PackageNotFoundError:
+    assert "no CUDA build of JAX" in done.stderr and "a real run stops here" in done.stderr
+
+
+def test_anywhere_else_commands_are_the_two_process_run():
+  """The two hosts' commands differ in --process_id only; their process flags are those the
+  TPU pod's run passes (address aside); the rest is the single-host configuration."""
+  from polyglot import train  # pylint: disable=g-import-not-at-top
+  hosts = [shlex.split(text) for text in README_HOSTS]
+  assert [w for w in hosts[0] if w != "--process_id=0"] == [
+      w for w in hosts[1] if w != "--process_id=1"]
+  for i, words in enumerate(hosts):
+    args = train.parse_flags(words[3:])
+    assert (args.coordinator_address, args.num_processes, args.process_id) == (
+        "10.0.0.1:8476", 2, i)
+    assert args.gin_file == ["runs/pretrain_base.gin"] and args.workdir == "/shared/ckpt"
+    assert args.gin_bindings == ["TEXT_DIR='/data/cc100'", "VOCAB='/data/spm.model'"]
+    assert coordinator_flags(i, 1234) == [
+        "--coordinator_address=127.0.0.1:1234", "--num_processes=2", f"--process_id={i}"]
+
+
+# ---- README and docs: tools ----
+
+def plan(stdout: str) -> dict[str, float]:
+  return {k: float(v) for k, v in re.findall(r"^  (\w+) +([\d.]+) GiB per device$", stdout,
+                                              re.M)}
+
+
+# docs/scaling.md's figures (GiB per device): params and AdamW state to 0.01, temp and peak
+# to 0.1 (with 0.05 of slack for XLA:CPU's scheduling).
+PLANS = {
+    "plan_large": ("model=large layers=24 dtype=float32 remat=none", "64x512",
+                   {"params": 0.26, "optimizer": 0.52, "temp": 21.2, "peak": 22.0}),
+    "plan_moe_e8": ("model=moe_large_e64 layers=24", "64x512",
+                    {"params": 4.72, "optimizer": 9.43, "temp": 32.0, "peak": 46.2}),
+    "plan_layers_1": ("model=large layers=1", "64x512", {"temp": 4.5}),
+    "plan_remat_bf16": ("dtype=bfloat16 remat=full", "64x512", {"temp": 5.0}),
+}
+
+
+@pytest.mark.parametrize("job", sorted(PLANS))
+def test_plan_memory(jobs, job):
+  done = jobs.result(job).ok()
+  header, batch, want = PLANS[job]
+  assert header in done.stdout and f"batch={batch}" in done.stdout, done.stdout
+  got = plan(done.stdout)
+  for name, value in want.items():
+    tolerance = 0.005 if name in ("params", "optimizer") else 0.1
+    assert abs(got[name] - value) <= tolerance, (name, got)
+
+
+def last_json(result: ct.Result) -> dict:
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@uses("bench_compare")
+def test_benchmark_compares_with_hf(jobs):
+  done = jobs.result("bench_compare").ok()
+  result = last_json(done)
+  ours, hf = result["polyglot"], result["hf"]
+  assert result["batch"] == "4x32" and ours["devices"].endswith("cpu") and ours["mfu"] is None
+  assert ours["tokens_per_s"] > 0 and hf["tokens_per_s"] > 0 and ours["compile_s"] > 0
+  assert result["ratio"] == round(ours["tokens_per_s"] / hf["tokens_per_s"], 2)
+  assert ours["memory_gib"] > 0 and hf["torch"].startswith("2.")
+  assert f"{result['ratio']}x" in done.stderr
+
+
+@uses("bench_flash")
+def test_benchmark_bf16_flash_command(jobs):
+  result = last_json(jobs.result("bench_flash").ok())
+  assert result["batch"] == "2x64" and "hf" not in result
+  assert "bfloat16" in json.dumps(result) and result["polyglot"]["tokens_per_s"] > 0
+
+
+@uses("bench_scaling")
+def test_benchmark_scaling(jobs):
+  rows = [json.loads(l) for l in jobs.result("bench_scaling").ok().stdout.strip().splitlines()]
+  assert [(r["variant"], r["batch"]) for r in rows] == [
+      ("length 16", "4x16"), ("length 32", "2x32"),
+      ("4 experts top-2, capacity, groups of 1024", "4x16")]
+
+
+@uses("bench_profile")
+def test_benchmark_profile(jobs, root):
+  done = jobs.result("bench_profile").ok()
+  assert last_json(done)["batch"] == "2x32"
+  traces = list((root.fs / "tmp" / "trace").rglob("*.xplane.pb"))
+  assert traces and traces[0].stat().st_size > 0
+
+
+@uses("bench_data")
+def test_benchmark_data(jobs):
+  lines = jobs.result("bench_data").ok().stdout.strip().splitlines()
+  rows = [l.split(" | ") for l in lines[2:]]
+  assert lines[0].startswith("| mixture | length | batch | cores |")
+  assert [r[:4] for r in rows] == [["| embedded.swh_Latn", "64", "4", str(c)]
+                                   for c in (1, len(os.sched_getaffinity(0)))]
+
+
+@uses("flops")
+def test_flops_one_liner_prints_the_quoted_figures(jobs):
+  """docs/benchmarks.md: '33.2 against 24.4 MFLOP per token'."""
+  got = ast.literal_eval(jobs.result("flops").ok().stdout.strip())
+  assert [round(x, 1) for x in got] == [33.2, 24.4]
+
+
+@uses("tasks_count")
+def test_embedded_mixture_has_630_tasks(jobs):
+  assert jobs.result("tasks_count").ok().stdout.strip() == "630"
+
+
+@uses("param_count")
+def test_parameter_count_one_liner(jobs):
+  """docs/scaling.md: 560,142,482 and 6,906,587,282."""
+  assert jobs.result("param_count").ok().stdout.split() == [
+      "large", "560142482", "moe_large_e64", "6906587282"]
+
+
+# ---- README: XLM-R import, extension, continued pretraining, export ----
+
+@uses("to_hf_ext")
+def test_xlmr_import_extend_continue_export(jobs, root):
+  imported = jobs.result("from_hf").ok()
+  assert f"wrote {root.root / 'ckpt' / 'xlmr-base'}: masked_lm" in imported.stdout
+  extended = jobs.result("extend").ok()
+  m = re.search(r"(\d+) pieces of 'glot500c' added, vocab_size=(\d+)", extended.stdout)
+  assert m and int(m.group(1)) > 0, extended.stdout
+  vocab_size = int(m.group(2))
+  done = jobs.result("continue").ok()
+  workdir = root.fs / "ckpt" / "xlmr-ext-run"
+  assert f"done: {workdir} (loss" in done.stdout and committed(workdir, 4)
+  exported = jobs.result("to_hf_ext").ok()
+  hf_dir = root.root / "hf" / "xlmr-ext"
+  assert f"wrote {hf_dir}: XLMRobertaForMaskedLM from step 4" in exported.stdout
+  assert {p.name for p in hf_dir.iterdir()} == HF_FILES
+  config = json.loads((hf_dir / "config.json").read_text())
+  assert config["vocab_size"] == vocab_size and config["hidden_size"] == 64  # tiny, not base
+
+
+# ---- README: XTREME ----
+
+needs_xtreme_data = pytest.mark.skipif(not XTREME_DATA.is_dir(),
+                                       reason=f"no XTREME data at {XTREME_DATA}")
+
+
+def xtreme_report(done: ct.Result, out: pathlib.Path) -> dict:
+  """results.json of a finished run into `out`, after checking its other files."""
+  assert f"done: {out / 'results.md'}" in done.stdout
+  assert (out / "results.png").stat().st_size > 0 and (out / "results.md").is_file()
+  result = json.loads((out / "results.json").read_text())
+  assert result["run"]["step"] == DEMO_STEPS
+  return result
+
+
+@needs_xtreme_data
+@uses("xtreme")
+def test_xtreme_on_the_demo_checkpoint(jobs, root):
+  """Every task with data in ../shared/data/xtreme (the others are reported as missing)."""
+  done = jobs.result("xtreme").ok()
+  result = xtreme_report(done, root.root / "xtreme" / "demo")
+  assert {"udpos", "tatoeba"} <= set(result["tasks"]) <= set(
+      "xnli,pawsx,udpos,panx,xquad,mlqa,tydiqa,bucc2018,tatoeba".split(","))
+  assert "missing data, skipped" in done.stderr
+
+
+@needs_xtreme_data
+@uses("xtreme_de_zh")
+def test_xtreme_two_tasks_two_languages(jobs, root):
+  done = jobs.result("xtreme_de_zh").ok()
+  result = xtreme_report(done, root.root / "xtreme" / "demo-de-zh")
+  assert set(result["tasks"]) == {"udpos", "tatoeba"}
+  for entry in result["tasks"].values():
+    assert set(entry["languages"]) == {"de", "zh"}
+  # The command's own setting, parsed after the smoke-run file's.
+  assert re.search(r"udpos: fine-tuning on \d+ English features for \d+ steps \(batch 16\)",
+                   done.stderr)
