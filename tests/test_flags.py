@@ -123,8 +123,14 @@ def test_every_tool_and_entry_point_is_checked():
 
 @pytest.mark.parametrize("script", sorted((REPO / "tools").glob("*.sh")), ids=lambda p: p.name)
 def test_launcher_options_are_single_words_or_underscored(script):
-  options = re.findall(r"^\s*(--[\w-]+)\)", script.read_text(), flags=re.MULTILINE)  # case arms
-  assert not [o for o in options if HYPHENATED.fullmatch(o)]
+  """Each case arm of a launcher's options (`--setup)`, `--dry_run|--dry-run)`) starts with
+  the underscore spelling; a hyphenated spelling is only its alias."""
+  arms = [arm.split("|") for arm in re.findall(r"^\s*(--[\w|-]+)\)", script.read_text(),
+                                                flags=re.MULTILINE)]
+  assert {arm[0] for arm in arms} >= {"--dry_run"}  # every launcher has a dry run
+  for first, *aliases in arms:
+    assert not HYPHENATED.fullmatch(first), first
+    assert all(a == first.replace("_", "-") for a in aliases), (first, aliases)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))

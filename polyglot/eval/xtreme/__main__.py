@@ -1,8 +1,10 @@
 """`python -m polyglot.eval.xtreme`: XTREME zero-shot transfer of a polyglot checkpoint.
 
-    python -m polyglot.eval.xtreme --checkpoint_dir=workdir/base \\
+    python -m polyglot.eval.xtreme --checkpoint_dir=workdir/demo \\
         --data_dir=../shared/data/xtreme --tasks=xnli,udpos,panx,tydiqa,tatoeba \\
-        --output_dir=xtreme/base [--languages=de,zh] [--gin.xnli/TaskHparams.batch_size=16]
+        --output_dir=xtreme/demo [--languages=de,zh] [--gin.xnli/TaskHparams.batch_size=16]
+
+Every directory may be relative or a bucket URL (gs://...).
 
 Fine-tunes on English and predicts every language found (retrieval tasks
 use the frozen encoder), then writes results.json, results.md and
