@@ -34,8 +34,7 @@ import hf_testing
 import polyglot
 from polyglot import checkpoint, models, optimizer, sharding, train
 from polyglot.convert import hf
-from polyglot.data import pipeline, sources
-from polyglot.data import vocab as vocab_lib
+from polyglot.data import pipeline
 import tasks
 
 # One language per script; their pieces come from the default (embedded) vocabulary.
@@ -48,16 +47,6 @@ MESH = sharding.MeshConfig(data=1, fsdp=8)  # gin/mesh/gpu_8.gin's layout, on 8 
 # matters most, rather than the near-zero logits of an initialisation.
 WARM_STEPS = 20
 OPTIM = optimizer.OptimConfig(learning_rate=3e-3, warmup_steps=0)
-
-
-@pytest.fixture(scope="module")
-def vocab():
-  return vocab_lib.default_vocabulary()
-
-
-@pytest.fixture(scope="module")
-def corpus():
-  return sources.embedded_corpus()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import hf_testing
 import polyglot
 from polyglot import models, sharding, train
 from polyglot.convert import export, hf
-from polyglot.data import sources
 from polyglot.data import vocab as vocab_lib
 from polyglot.errors import CheckpointError, ConfigError, ConversionError
 
@@ -40,16 +39,6 @@ AUTO = {"masked_lm": "AutoModelForMaskedLM",
         "question_answering": "AutoModelForQuestionAnswering"}
 SCRIPTS = ("eng_Latn", "rus_Cyrl", "arb_Arab", "cmn_Hans", "hin_Deva", "amh_Ethi")
 CONTINUE_LANGS = ("eng_Latn", "fra_Latn", "spa_Latn", "ita_Latn", "swh_Latn", "yor_Latn")
-
-
-@pytest.fixture(scope="module")
-def vocab():
-  return vocab_lib.default_vocabulary()
-
-
-@pytest.fixture(scope="module")
-def corpus():
-  return sources.embedded_corpus()
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,6 @@ LANGS = ("eng_Latn", "swh_Latn", "cmn_Hans", "rus_Cyrl", "arb_Arab", "hin_Deva",
 
 
 @pytest.fixture(scope="module")
-def vocab():
-  return vocab_lib.default_vocabulary()
-
-
-@pytest.fixture(scope="module")
 def texts():
   corpus = sources.embedded_corpus()
   return [line for lang in LANGS for line in corpus.texts[lang][:3]]

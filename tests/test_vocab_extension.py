@@ -18,17 +18,11 @@ import hf_testing
 import polyglot
 from polyglot import models
 from polyglot.convert import hf, vocab_extension
-from polyglot.data import sources
 from polyglot.data import vocab as vocab_lib
 from polyglot.errors import ConfigError, ConversionError, DataError
 
 BASE_LANGS = ("eng_Latn", "fra_Latn", "spa_Latn", "ita_Latn", "swh_Latn", "deu_Latn")
 NEW_LANGS = ("zul_Latn", "xho_Latn", "amh_Ethi")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-  return sources.embedded_corpus()
 
 
 @pytest.fixture(scope="module")
