@@ -17,8 +17,8 @@ not. Directory listings are not cached, since other writers (Orbax's
 TensorStore, the other hosts) add files behind a cache's back. TensorFlow
 still reads training text and TFDS data itself (tf.data opens `gs://` paths
 with its own GCS client). Libraries that write only local files (transformers,
-safetensors, matplotlib) write into a local staging folder that is uploaded
-afterwards (`staged_dir`), or read a local copy (`local_dir`).
+safetensors) write into a local staging folder that is uploaded afterwards
+(`staged_dir`).
 """
 from __future__ import annotations
 
@@ -160,20 +160,6 @@ def copy_tree(src: PathLike, dst: PathLike) -> None:
     else:
       dst_path.mkdir(parents=True, exist_ok=True)
       entry.copy(target, overwrite=True)
-
-
-@contextlib.contextmanager
-def local_dir(path: PathLike) -> Iterator[str]:
-  """A local folder with the content of `path`: `path` itself, or a temporary copy of a
-  remote folder (for readers that open local files only, such as transformers)."""
-  path = resolve(path)
-  if not is_url(path):
-    yield path
-    return
-  with tempfile.TemporaryDirectory(prefix="polyglot-") as tmp:
-    if Path(path).is_dir():
-      copy_tree(path, tmp)
-    yield tmp
 
 
 @contextlib.contextmanager
