@@ -20,7 +20,9 @@ URLs (`polyglot.paths`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -224,6 +226,23 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def fingerprint(directory: str, step: int, item: str = "params") -> str:
+  """sha256 (hex) of a saved item's files, names and bytes: what identifies the parameters
+  of `<directory>/<step>`, so that a cache keyed by it notices a checkpoint replaced at the
+  same path and step."""
+  root = paths.join(checkpoint_dir(directory), str(step), item)
+  digest = hashlib.sha256()
+  found = False
+  for f in paths.files_under(root):
+    found = True
+    digest.update(os.fspath(f)[len(root):].encode() + b"\0")
+    digest.update(f.read_bytes())
+  if not found:
+    raise CheckpointError(f"checkpoint step {step} in {directory} has no {item} item: pass "
+                          "the workdir of a finished polyglot.train run")
+  return digest.hexdigest()
 
 
 def item_name(item: str) -> str:
