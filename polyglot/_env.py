@@ -48,7 +48,27 @@ def import_tensorflow():
 NOISY_LOGGERS = ("absl", "jax._src", "orbax", "tensorflow", "fsspec", "gcsfs", "google")
 
 
+def _not_orbax(record: logging.LogRecord) -> bool:
+  return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _without_closed_loop_noise(hook):
+  """`hook` (sys.excepthook) minus "Event loop is closed": TensorStore's callbacks into the
+  event loop of an asynchronous save that has already failed, printed once per array."""
+  def excepthook(kind, value, tb):
+    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+      hook(kind, value, tb)
+  return excepthook
+
+
 def quiet_libraries() -> None:
-  """Entry points: other libraries log errors only."""
+  """Entry points: other libraries log errors only, and Orbax none: every failure of a save
+  or restore reaches polyglot as an exception and is reported once, as one line (Orbax also
+  logs it from each of its threads, with tracebacks)."""
   for name in NOISY_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
+  absl = logging.getLogger("absl")
+  if _not_orbax not in absl.filters:
+    absl.addFilter(_not_orbax)
+  if sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _without_closed_loop_noise(sys.excepthook)

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -104,6 +105,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep_last, keep_period=cfg.keep_every or None,
         enable_async_checkpointing=cfg.async_save,
+        cleanup_tmp_directories=not read_only,  # a save cut short leaves `<step>.*-tmp*`
         create=not read_only)  # a reader never saves; Orbax's read_only mode only adds a warning
     # Handlers named up front: a fresh reader can then read any item's metadata.
     handlers = dict(params=ocp.StandardCheckpointHandler(),
@@ -111,6 +113,8 @@ class Checkpointer:
                     vocab=ocp.ArrayCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
                     data=ocp.JsonCheckpointHandler())
     self._manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+    self._in_flight: int | None = None  # the step of the asynchronous save under way
+    self._failed = False                 # a save failed and was reported: nothing to wait for
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -143,7 +147,27 @@ class Checkpointer:
         data=ocp.args.JsonSave(data or {}))
     if step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=args, force=True)
+    self.wait()  # the previous save's failure is that save's error
+    try:
+      started = self._manager.save(step, args=args, force=True)
+    except Exception as e:  # pylint: disable=broad-except  (storage: disk, permissions, bucket)
+      raise self._save_failed(step, e) from None
+    self._in_flight = step
+    return started
+
+  def _save_failed(self, step: int | None, e: Exception) -> CheckpointError:
+    """The one error of a failed save, once the saves in flight have ended."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except  (the same failure, already in hand)
+      pass
+    self._manager.reload()
+    last = self._manager.latest_step()
+    kept = f"resume from step {last}" if last is not None else "start again"
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    self._in_flight, self._failed = None, True
+    return CheckpointError(f"saving {what} in {self.directory} failed ({_reason(e)}): free "
+                           f"space or fix the permissions, then run the same command to {kept}")
 
   def restore(self, abstract_params, abstract_opt_state=None, step: int | None = None
               ) -> Restored:
@@ -222,7 +246,14 @@ class Checkpointer:
         "meta"]
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the asynchronous save in flight; its failure is a CheckpointError (once)."""
+    if self._failed:
+      return
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(self._in_flight, e) from None
+    self._in_flight = None
 
   def close(self) -> None:
     self._manager.close()
@@ -243,6 +274,19 @@ def fingerprint(directory: str, step: int, item: str = "params") -> str:
     raise CheckpointError(f"checkpoint step {step} in {directory} has no {item} item: pass "
                           "the workdir of a finished polyglot.train run")
   return digest.hexdigest()
+
+
+def _reason(e: BaseException) -> str:
+  """What failed, in a few words: the operating system's message when TensorStore names an
+  errno (`... No space left on device [os_error_code='28']`), else the error's first line."""
+  while e.__cause__ is not None and not str(e):
+    e = e.__cause__
+  text = str(e).strip()
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code:
+    return os.strerror(int(code.group(1)))
+  line = text.splitlines()[0] if text else type(e).__name__
+  return line if len(line) <= 200 else line[:197] + "..."
 
 
 def item_name(item: str) -> str:

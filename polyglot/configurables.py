@@ -3,13 +3,27 @@
 Library modules never import gin (T5X's lesson); entry points import this
 module and parse gin files. Names are registered without a module prefix,
 so gin files read `OptimConfig.learning_rate = 1e-4`.
+
+gin passes any Python literal; every value bound here is checked against
+the field's annotation before the object is built (`typed`), so
+`--gin.NUM_STEPS=15.5` or `--gin.NUM_STEPS="'abc'"` is a ConfigError naming
+`TrainConfig.num_steps`, and a macro bound on the command line must be used
+by the configuration (`check_macros`): a misspelt one is an error listing the
+known macros, not a run with the defaults.
 """
 from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
 
 import gin
 
 from polyglot import checkpoint, optimizer, sharding, trainer
 from polyglot import train as train_lib
+from polyglot.errors import ConfigError
 from polyglot.eval.xtreme import hparams as xtreme_hparams
 from polyglot.models import config as model_config
 
@@ -23,8 +37,73 @@ gin.config._FILE_READERS[:] = [  # pylint: disable=protected-access
     (read, exists) for read, exists in gin.config._FILE_READERS if read is open]  # pylint: disable=protected-access
 
 
+def _expected(hint) -> str:
+  """How an error names the annotation `hint` ('an int', 'a float or None', ...)."""
+  if typing.get_origin(hint) in (typing.Union, types.UnionType):
+    return " or ".join(_expected(a) for a in typing.get_args(hint))
+  if hint is type(None):
+    return "None"
+  name = getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
+  return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def fits(value, hint) -> bool:
+  """Whether `value` is of the annotated type `hint` (an int is a float; a bool is no int).
+  Annotations other than the builtin scalars, tuples, lists and unions are not checked."""
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    return any(fits(value, a) for a in typing.get_args(hint))
+  if hint is type(None):
+    return value is None
+  if hint is bool:
+    return isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if hint is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if hint is str:
+    return isinstance(value, str)
+  if (origin or hint) in (tuple, list):
+    return isinstance(value, (tuple, list))
+  if dataclasses.is_dataclass(hint):
+    return isinstance(value, hint)
+  return True
+
+
+def typed(fn_or_cls, name: str):
+  """`fn_or_cls` behind a check of every keyword argument gin binds against its annotation;
+  gin sees the original signature (parameters, defaults)."""
+  hints = typing.get_type_hints(fn_or_cls.__init__ if inspect.isclass(fn_or_cls)
+                                else fn_or_cls)
+
+  @functools.wraps(fn_or_cls, updated=())
+  def build(*args, **kwargs):
+    for key, value in kwargs.items():
+      if key in hints and not fits(value, hints[key]):
+        raise ConfigError(f"{name}.{key}={value!r} is {_expected(type(value))}: use "
+                          f"{_expected(hints[key])} (check the gin binding or --gin flag)")
+    return fn_or_cls(*args, **kwargs)
+
+  build.__signature__ = inspect.signature(fn_or_cls)
+  return build
+
+
 def _register(obj, name: str | None = None):
-  return gin.external_configurable(obj, name=name, module="polyglot")
+  name = name or obj.__name__
+  return gin.external_configurable(typed(obj, name), name=name, module="polyglot")
+
+
+def check_macros(bindings: list[str]) -> None:
+  """Every macro that `bindings` (`NAME=VALUE` strings) bind was used by the configuration
+  built so far; call after building it."""
+  bound = {b.split("=", 1)[0].strip() for b in bindings}
+  bound = {b for b in bound if b.isidentifier()}  # macros: no '.', no '/'
+  operative = gin.config._OPERATIVE_CONFIG  # pylint: disable=protected-access
+  used = {scope for scope, selector in operative if selector == "gin.macro"}
+  unused = sorted(bound - used)
+  if unused:
+    raise ConfigError(f"macro {', '.join(unused)} is bound but not used by this configuration "
+                      f"(misspelt?); the macros it uses are {', '.join(sorted(used)) or 'none'}")
 
 
 EncoderConfig = _register(model_config.EncoderConfig)
@@ -41,7 +120,7 @@ RetrievalHparams = _register(xtreme_hparams.RetrievalHparams)
 XtremeConfig = _register(xtreme_hparams.XtremeConfig)
 
 
-@gin.configurable(module="polyglot")
+@_register
 def embedded_mixture(name: str = "embedded_custom", alpha: float = 0.3,
                      languages: list[str] | None = None) -> str:
   """The embedded gflanguages corpus (optionally some languages, another alpha)."""
@@ -55,7 +134,7 @@ def _vocabulary(path: str | None):
   return Vocabulary(path) if path else None
 
 
-@gin.configurable(module="polyglot")
+@_register
 def text_directory_mixture(path: str = gin.REQUIRED, name: str | None = None,
                            alpha: float = 0.3, vocabulary: str | None = None) -> str:
   """A folder of `<language>.txt[.gz|.xz]` files as a mixture: one gin line for a user."""
@@ -64,7 +143,7 @@ def text_directory_mixture(path: str = gin.REQUIRED, name: str | None = None,
                                        vocabulary=_vocabulary(vocabulary)).name
 
 
-@gin.configurable(module="polyglot")
+@_register
 def mc4_mixture(data_dir: str = gin.REQUIRED, languages: list[str] | None = None,
                 alpha: float = 0.3, vocabulary: str | None = None) -> str:
   """mC4 (TFDS `c4/multilingual`) from a prepared TFDS data dir."""

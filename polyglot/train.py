@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import logging
 import math
@@ -34,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from polyglot import checkpoint as ckpt_lib
-from polyglot import metric_writers, models, optimizer, paths, sharding, trainer
+from polyglot import lock, metric_writers, models, optimizer, paths, sharding, trainer
 from polyglot.errors import CheckpointError, ConfigError, PolyglotError
 
 log = logging.getLogger("polyglot.train")
@@ -300,19 +301,20 @@ def restore_state(ck: ckpt_lib.Checkpointer, setup: trainer.Setup, vocab):
 
 @dataclasses.dataclass
 class Job:
-  """A run's parts, built in the fixed order of `build`."""
+  """A run's parts, built in the fixed order of `build`; `ck` is opened once the run holds
+  its workdir (`hold_workdir`)."""
   run: RunConfig
   mesh: Any
   vocab: Any
   cfg: models.EncoderConfig
   batch_sharding: Any
   setup: trainer.Setup
-  ck: ckpt_lib.Checkpointer
   meta: dict[str, Any]
   step_fn: Any
   eval_fn: Any
   flops_per_token: float
   peak_flops: float | None
+  ck: ckpt_lib.Checkpointer | None = None
 
 
 def compile_steps(setup: trainer.Setup, batch_sharding, loss: trainer.LossConfig):
@@ -326,8 +328,9 @@ def compile_steps(setup: trainer.Setup, batch_sharding, loss: trainer.LossConfig
   return step_fn, eval_fn
 
 
-def build(run: RunConfig, workdir: str, gin_config: str) -> Job:
-  """Mesh, vocabulary, model config, shardings, state shapes, checkpointer, steps."""
+def build(run: RunConfig, gin_config: str) -> Job:
+  """Mesh, vocabulary, model config, shardings, state shapes, steps: everything a bad
+  configuration can fail on, before anything is written."""
   tc = run.train
   mesh = sharding.make_mesh(run.mesh)
   vocab = vocabulary(tc)
@@ -336,10 +339,9 @@ def build(run: RunConfig, workdir: str, gin_config: str) -> Job:
   batch_shape = jax.ShapeDtypeStruct((tc.batch_size, tc.seq_len), jnp.int32)
   batch_sh = sharding.batch_shardings(batch_shape, mesh, run.rules)
   setup = make_setup(cfg, run, mesh)
-  ck = ckpt_lib.Checkpointer(paths.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
   meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config}
   step_fn, eval_fn = compile_steps(setup, batch_sh, run.loss)
-  return Job(run, mesh, vocab, cfg, batch_sh, setup, ck, meta, step_fn, eval_fn,
+  return Job(run, mesh, vocab, cfg, batch_sh, setup, meta, step_fn, eval_fn,
              trainer.flops_per_token(cfg, tc.seq_len, trainer.decoder_share(run.loss, tc.seq_len)),
              trainer.peak_flops(jax.devices()[0]))
 
@@ -407,10 +409,11 @@ class Logs:
   progress: metric_writers.Progress
 
 
-def open_logs(workdir: str, gin_config: str, run: RunConfig) -> Logs:
-  """The writers (process 0 writes, others get no-ops) and config.gin in the workdir."""
+def open_logs(workdir: str, gin_config: str, run: RunConfig, start: int) -> Logs:
+  """The writers (process 0 writes, others get no-ops) and config.gin in the workdir, once
+  the run has started at step `start`: metrics.jsonl keeps the rows up to `start`."""
   primary = jax.process_index() == 0
-  writer = metric_writers.MetricWriter(workdir, enabled=primary)
+  writer = metric_writers.MetricWriter(workdir, enabled=primary, resume_step=start)
   if primary and gin_config:
     paths.write_text(paths.join(workdir, "config.gin"), gin_config)
     writer.text("config", gin_config)
@@ -536,27 +539,52 @@ def loop(job: Job, state, data, start: int, logs: Logs,
   return logged
 
 
+@contextlib.contextmanager
+def hold_workdir(workdir: str):
+  """The workdir lock for the block (`polyglot.lock`), taken by process 0 for all hosts."""
+  held, failure = lock.WorkdirLock(workdir, primary=jax.process_index() == 0), None
+  try:
+    held.__enter__()
+  except PolyglotError as e:
+    failure = e
+  if any_host(failure is not None):
+    raise failure or PolyglotError(f"workdir {workdir} is in use: see process 0's error")
+  try:
+    yield
+  finally:
+    held.__exit__(None, None, None)
+
+
 def train(run: RunConfig, workdir: str, gin_config: str = "",
           preemption: Preemption | None = None) -> dict[str, float]:
   """Trains (or resumes) in `workdir` (a local path or a URL); returns the last logged
-  metrics."""
+  metrics.
+
+  Nothing is written before the whole configuration is checked (`build`) and
+  the workdir lock is held; config.gin and metrics.jsonl are written once the
+  run has started from a checkpoint or afresh.
+  """
   log.info(sharding.describe_devices())
-  sharding.check_platform(run.mesh)  # a gpu/tpu mesh on other devices: before any write
+  sharding.check_platform(run.mesh)
   workdir = paths.resolve(workdir)
-  logs = open_logs(workdir, gin_config, run)
-  job, data = None, None
-  try:
-    job = build(run, workdir, gin_config)
-    state, data, start = start_or_resume(job)
-    with sharding.use_mesh(job.mesh, run.rules):
-      return loop(job, state, data, start, logs, preemption or Preemption())
-  finally:
-    if job is not None:
-      job.ck.wait()
-      job.ck.close()
-    if data is not None:
-      data.close()
-    logs.writer.close()
+  job = build(run, gin_config)
+  with hold_workdir(workdir):
+    job.ck = ckpt_lib.Checkpointer(paths.join(workdir, ckpt_lib.SUBDIR), run.checkpoint)
+    logs, data = None, None
+    try:
+      state, data, start = start_or_resume(job)
+      logs = open_logs(workdir, gin_config, run, start)
+      with sharding.use_mesh(job.mesh, run.rules):
+        return loop(job, state, data, start, logs, preemption or Preemption())
+    finally:
+      try:
+        job.ck.wait()  # a failed asynchronous save raises here when nothing else did
+      finally:
+        job.ck.close()
+        if data is not None:
+          data.close()
+        if logs is not None:
+          logs.writer.close()
 
 
 # ---------------------------------------------------------------------------
@@ -606,7 +634,9 @@ def parse_gin(files: list[str], bindings: list[str]) -> RunConfig:
     raise ConfigError(f"gin: {str(e).splitlines()[0]}") from e
   finally:
     logging.disable(logging.NOTSET)
-  return configurables.run_config()
+  run = configurables.run_config()
+  configurables.check_macros(bindings)
+  return run
 
 
 def init_processes(args: argparse.Namespace) -> None:
@@ -623,9 +653,9 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   try:
     run = parse_gin(args.gin_file, args.gin_bindings)
-  except ConfigError as e:  # gin appends "In call to configurable ..." lines: keep the first
+  except PolyglotError as e:  # gin appends "In call to configurable ..." lines: keep the first
     print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-    return 2
+    return 2 if isinstance(e, ConfigError) else 1
   import gin  # pylint: disable=g-import-not-at-top
   workdir = args.workdir or paths.resolve(f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
   preemption = Preemption()
@@ -639,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
   except (PolyglotError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  if jax.process_index() == 0 and metrics:
+  if jax.process_index() == 0 and preemption.event.is_set():
+    print(f"stopped: {workdir} (preempted; the same command resumes it)")
+  elif jax.process_index() == 0 and metrics:
     print(f"done: {workdir} (loss {metrics['loss']:.4f})")
   return 0
 

@@ -11,11 +11,16 @@ TensorFlow's own GCS client has a fixed endpoint (https://www.googleapis.com)
 and cannot be pointed at an emulator: tf.data over `gs://` text and TFDS data
 dirs in buckets are the parts these tests do not reach.
 
-One gap of the emulator is filled here (`serve`): GCS sends an object's
-`x-goog-generation` with every download (cloud.google.com/storage/docs/
-xml-api/reference-headers#xgooggeneration); the emulator omits it, and
-TensorStore, which needs it for the compare-and-swap of Orbax's OCDBT
-manifests, then fails with "Malformed StorageGeneration".
+Two gaps of the emulator are filled here (`serve`):
+- GCS sends an object's `x-goog-generation` with every download
+  (cloud.google.com/storage/docs/xml-api/reference-headers#xgooggeneration);
+  the emulator omits it, and TensorStore, which needs it for the
+  compare-and-swap of Orbax's OCDBT manifests, then fails with "Malformed
+  StorageGeneration".
+- GCS refuses an upload or delete whose `ifGenerationMatch` precondition does
+  not hold with 412 Precondition Failed (cloud.google.com/storage/docs/
+  request-preconditions); the emulator ignores the parameter. polyglot's
+  workdir lock relies on it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from http import HTTPStatus
 
 BUCKET = "polyglot-test"
 # gcsfs reads this when it is imported: it would ask the Storage Control API, which the
@@ -104,7 +110,35 @@ def serve(port: int) -> None:
     response["x-goog-generation"] = str(obj["generation"])
     response["x-goog-metageneration"] = str(obj["metageneration"])
 
-  objects.download = download_with_generation  # before the server module builds its routes
+  def generation_matches(request, storage, name: str) -> bool:
+    wanted = request.query.get("ifGenerationMatch")
+    if not wanted or name is None:
+      return True
+    try:
+      have = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+    except Exception:  # pylint: disable=broad-except  (absent: generation 0)
+      have = "0"
+    return have == wanted[0]
+
+  def with_precondition(handler, object_name):
+    def handle(request, response, storage, *args, **kwargs):
+      if not generation_matches(request, storage, object_name(request)):
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+        return None
+      return handler(request, response, storage, *args, **kwargs)
+    return handle
+
+  def uploaded_name(request):
+    if "name" in request.query:
+      return request.query["name"][0]
+    data = request.data
+    return data.get("meta", {}).get("name") if isinstance(data, dict) else None
+
+  # Before the server module builds its routes:
+  objects.download = download_with_generation
+  objects.insert = with_precondition(objects.insert, uploaded_name)
+  objects.delete = with_precondition(objects.delete, lambda r: r.params["object_id"])
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
   logging.basicConfig(level=logging.ERROR)
   server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)

@@ -181,7 +181,7 @@ def test_a_checkpoint_of_another_model_is_reported_as_such(uninterrupted, tmp_pa
 @pytest.mark.parametrize("args,message", [
     (["--gin.OptimConfig.no_such_field=1"], "no_such_field"),
     (["--gin_file=runs/missing.gin"], "gin file 'runs/missing.gin' not found"),
-    (["--gin.TrainConfig.seq_len=4096"], "exceeds the model's max_len"),
+    (["--gin.SEQ_LEN=4096"], "exceeds the model's max_len"),
     (["--gin.MeshConfig.data=3"], "does not fit"),
     (["--gin.TrainConfig.mask_rate=0.4"], "prediction_rate=0.3 is too small"),
 ])
