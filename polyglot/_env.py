@@ -53,12 +53,14 @@ def _not_orbax(record: logging.LogRecord) -> bool:
 
 
 def _without_closed_loop_noise(hook):
-  """`hook` (sys.excepthook) minus "Event loop is closed": TensorStore's callbacks into the
-  event loop of an asynchronous save that has already failed, printed once per array."""
-  def excepthook(kind, value, tb):
-    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-      hook(kind, value, tb)
-  return excepthook
+  """`hook` (sys.unraisablehook) minus "Event loop is closed": TensorStore calling back into
+  the event loop of an Orbax save or restore that has already failed (and raised), printed
+  once per array."""
+  def unraisablehook(unraisable):
+    value = unraisable.exc_value
+    if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+      hook(unraisable)
+  return unraisablehook
 
 
 def quiet_libraries() -> None:
@@ -70,5 +72,5 @@ def quiet_libraries() -> None:
   absl = logging.getLogger("absl")
   if _not_orbax not in absl.filters:
     absl.addFilter(_not_orbax)
-  if sys.excepthook is sys.__excepthook__:
-    sys.excepthook = _without_closed_loop_noise(sys.excepthook)
+  if sys.unraisablehook is sys.__unraisablehook__:
+    sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)

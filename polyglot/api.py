@@ -25,6 +25,14 @@ class Loaded(NamedTuple):
   meta: dict[str, Any]               # model kind, labels, operative gin config
 
 
+def model_meta(reader: checkpoint.Checkpointer, step: int) -> dict[str, Any]:
+  """The `meta` item of a model checkpoint's `step`: damaged unless it has a model_config."""
+  meta = reader.read_meta(step)
+  if not isinstance(meta.get("model_config"), dict):
+    raise reader.damaged(step, ValueError("its meta item has no model_config"))
+  return meta
+
+
 def build_from_meta(meta: dict[str, Any], rngs: nnx.Rngs) -> nnx.Module:
   """The (unrestored) model a checkpoint's metadata describes."""
   cfg = models.EncoderConfig.from_dict(meta["model_config"])
@@ -43,7 +51,7 @@ def load(checkpoint_dir: str, step: int | None = None,
   from polyglot.data.vocab import Vocabulary  # pylint: disable=g-import-not-at-top
   reader = checkpoint.Checkpointer(checkpoint.checkpoint_dir(checkpoint_dir), read_only=True)
   step = reader.resolve_step(step)
-  meta = reader.read_meta(step)
+  meta = model_meta(reader, step)
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_from_meta(meta, nnx.Rngs(0))))
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),

@@ -12,9 +12,13 @@ Writes are atomic (Orbax renames a finished temporary directory, or on a
 bucket writes a commit marker last), so a partial checkpoint is never listed.
 A listed one that fails to restore in a training run is damaged: it is moved
 aside (`<step>.damaged-<time>`, never deleted) with a warning naming it, and
-the run resumes from the one before it and rewrites the later steps. A
+the run resumes from the one before it and rewrites the later steps. Readers
+(`polyglot.load`, export, evaluation) never change the directory: a damaged
+step is an error naming it and the intact steps to pass instead. A
 checkpoint that holds another model than the one asked for (other shapes or
-parameters) is an error saying so, not damage. Directories may be local or
+parameters) is an error saying so, not damage. Only the items a caller needs
+are read (`data` only when resuming training), so damage elsewhere does not
+stop a reader. Directories may be local or
 URLs (`polyglot.paths`).
 """
 from __future__ import annotations
@@ -166,7 +170,7 @@ class Checkpointer:
     kept = f"resume from step {last}" if last is not None else "start again"
     what = f"checkpoint step {step}" if step is not None else "a checkpoint"
     self._in_flight, self._failed = None, True
-    return CheckpointError(f"saving {what} in {self.directory} failed ({_reason(e)}): free "
+    return CheckpointError(f"saving {what} in {self.directory} failed ({reason(e)}): free "
                            f"space or fix the permissions, then run the same command to {kept}")
 
   def restore(self, abstract_params, abstract_opt_state=None, step: int | None = None
@@ -188,14 +192,31 @@ class Checkpointer:
       try:
         return self._restore(s, abstract_params, abstract_opt_state)
       except Exception as e:  # pylint: disable=broad-except
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if step is not None or self.read_only:
-          raise CheckpointError(f"checkpoint step {s} in {self.directory} cannot be restored "
-                                f"({reason}): restore another step, or resume the run that "
-                                "wrote it to replace it") from e
-        self.move_aside(s, reason)
+          raise self.damaged(s, e) from None
+        self.move_aside(s, reason(e))
     raise CheckpointError(f"no restorable checkpoint in {self.directory}: every step was "
                           "damaged and moved aside; start the run again")
+
+  def intact_steps(self) -> list[int]:
+    """The steps whose metadata and parameter metadata read (a cheap check, no arrays)."""
+    intact = []
+    for s in self.steps():
+      try:
+        self._manager.item_metadata(s)["params"].tree  # pylint: disable=expression-not-assigned
+        self._read_meta(s)
+      except Exception:  # pylint: disable=broad-except
+        continue
+      intact.append(s)
+    return intact
+
+  def damaged(self, step: int, e: Exception) -> CheckpointError:
+    """The reader's error for a step that does not restore: which steps to use instead."""
+    others = [s for s in self.intact_steps() if s != step]
+    hint = (f"the intact steps are {others}: pass one as the step (e.g. --step={others[-1]})"
+            if others else "no other step is intact: resume the run that wrote it")
+    return CheckpointError(f"checkpoint step {step} in {self.directory} is damaged "
+                           f"({reason(e)}); {hint}")
 
   def check_fits(self, step: int, abstract_params, abstract_opt_state=None) -> None:
     """Raises a CheckpointError when `step` holds another model (or optimizer) than the
@@ -231,19 +252,34 @@ class Checkpointer:
     return dst
 
   def _restore(self, step: int, abstract_params, abstract_opt_state) -> Restored:
+    """Reads params, vocab and meta, plus opt_state and data when resuming training."""
     items = dict(params=ocp.args.StandardRestore(abstract_params),
-                 vocab=ocp.args.ArrayRestore(), meta=ocp.args.JsonRestore(),
-                 data=ocp.args.JsonRestore())
+                 vocab=ocp.args.ArrayRestore(), meta=ocp.args.JsonRestore())
     if abstract_opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+      items["data"] = ocp.args.JsonRestore()
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
+    meta = out["meta"]
+    if not isinstance(meta, dict):
+      raise ValueError(f"its meta item is not a JSON object: {str(meta)[:80]!r}")
     return Restored(step=step, params=out["params"], opt_state=out.get("opt_state"),
-                    vocab=np.asarray(out["vocab"], np.uint8).tobytes(), meta=out["meta"],
-                    data=out["data"] or None)
+                    vocab=np.asarray(out["vocab"], np.uint8).tobytes(), meta=meta,
+                    data=out.get("data") or None)
+
+  def _read_meta(self, step: int) -> dict[str, Any]:
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+        "meta"]
+    if not isinstance(meta, dict):
+      raise ValueError(f"its meta item is not a JSON object: {str(meta)[:80]!r}")
+    return meta
 
   def read_meta(self, step: int) -> dict[str, Any]:
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-        "meta"]
+    """The `meta` item of `step`; a CheckpointError naming the intact steps when it does not
+    read."""
+    try:
+      return self._read_meta(step)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self.damaged(step, e) from None
 
   def wait(self) -> None:
     """Waits for the asynchronous save in flight; its failure is a CheckpointError (once)."""
@@ -276,16 +312,25 @@ def fingerprint(directory: str, step: int, item: str = "params") -> str:
   return digest.hexdigest()
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
   """What failed, in a few words: the operating system's message when TensorStore names an
-  errno (`... No space left on device [os_error_code='28']`), else the error's first line."""
-  while e.__cause__ is not None and not str(e):
-    e = e.__cause__
-  text = str(e).strip()
-  code = re.search(r"os_error_code='?(\d+)", text)
-  if code:
-    return os.strerror(int(code.group(1)))
-  line = text.splitlines()[0] if text else type(e).__name__
+  errno (`... No space left on device [os_error_code='28']`), else the first line of the
+  first error of the chain that says more than "see TensorStore's details" (Orbax wraps
+  TensorStore's errors, TensorStore prints a whole spec)."""
+  chain: list[BaseException] = []
+  while e is not None and len(chain) < 8:
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  texts = [str(x).strip() for x in chain if str(x).strip()]
+  for text in texts:
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+      return os.strerror(int(code.group(1)))
+  useful = [t for t in texts if "See full TensorStore details" not in t] or [
+      t.split("See full TensorStore details")[0].strip() for t in texts]
+  if not useful:
+    return type(chain[0]).__name__
+  line = re.sub(r' in OCDBT database at [a-z ]*"[^"]*"', "", useful[0].splitlines()[0])
   return line if len(line) <= 200 else line[:197] + "..."
 
 

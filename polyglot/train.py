@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from polyglot import checkpoint as ckpt_lib
-from polyglot import lock, metric_writers, models, optimizer, paths, sharding, trainer
+from polyglot import api, lock, metric_writers, models, optimizer, paths, sharding, trainer
 from polyglot.errors import CheckpointError, ConfigError, PolyglotError
 
 log = logging.getLogger("polyglot.train")
@@ -125,9 +125,16 @@ class Preemption:
   def __init__(self):
     self.event = threading.Event()
 
-  def install(self) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, lambda *_: self.event.set())
+  @contextlib.contextmanager
+  def installed(self):
+    """SIGTERM and SIGINT set the flag inside the block (the previous handlers after it)."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: self.event.set()) for sig in signals}
+    try:
+      yield self
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
   def requested(self, step: int) -> bool:
     if jax.process_count() == 1:
@@ -240,7 +247,7 @@ def init_config(run: RunConfig) -> models.EncoderConfig:
   if step is None:
     raise CheckpointError(f"TrainConfig.init_from={path!r} holds no checkpoint: pass a training "
                           "workdir or a directory written by tools/convert_from_hf.py")
-  meta = reader.read_meta(step)
+  meta = api.model_meta(reader, step)
   kind = meta.get("model_kind", "masked_lm")
   if kind != "masked_lm":
     raise ConfigError(f"TrainConfig.init_from={path!r} holds a {kind} model: MLM pretraining "
@@ -591,9 +598,14 @@ def train(run: RunConfig, workdir: str, gin_config: str = "",
 # Entry point
 
 
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one `error:` line, exit 2 (not argparse's usage block)
+    raise ConfigError(f"{message}; see --help")
+
+
 def parse_flags(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m polyglot.train", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = _Parser(prog="python -m polyglot.train", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", "--gin-file", action="append", default=[],
                       help=f"gin file (repeatable), searched in the cwd and {GIN_DIR}")
   parser.add_argument("--workdir", type=paths.resolve, default=None,
@@ -612,7 +624,7 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
     else:
       unknown.append(arg)
   if unknown:
-    parser.error(f"unrecognised arguments {unknown}; gin overrides are --gin.NAME=VALUE")
+    raise ConfigError(f"unrecognised arguments {unknown}; gin overrides are --gin.NAME=VALUE")
   args.gin_bindings = bindings
   args.gin_file = args.gin_file or [DEFAULT_GIN]
   return args
@@ -622,6 +634,7 @@ def parse_gin(files: list[str], bindings: list[str]) -> RunConfig:
   """Parses gin (unknown bindings are errors) and builds the RunConfig."""
   import gin  # pylint: disable=g-import-not-at-top
   from polyglot import configurables  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
   gin.add_config_file_search_path(str(GIN_DIR))
   for f in files:
     if not (os.path.exists(f) or (GIN_DIR / f).exists()):
@@ -650,25 +663,18 @@ def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                       force=True)
   _env.quiet_libraries()
-  args = parse_flags(sys.argv[1:] if argv is None else argv)
+  preemption = Preemption()
   try:
+    args = parse_flags(sys.argv[1:] if argv is None else argv)
     run = parse_gin(args.gin_file, args.gin_bindings)
+    import gin  # pylint: disable=g-import-not-at-top
+    workdir = args.workdir or paths.resolve(f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
+    init_processes(args)
+    with preemption.installed():
+      metrics = train(run, workdir, gin.operative_config_str(), preemption)
   except PolyglotError as e:  # gin appends "In call to configurable ..." lines: keep the first
     print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2 if isinstance(e, ConfigError) else 1
-  import gin  # pylint: disable=g-import-not-at-top
-  workdir = args.workdir or paths.resolve(f"workdir/{pathlib.Path(args.gin_file[0]).stem}")
-  preemption = Preemption()
-  preemption.install()
-  try:
-    init_processes(args)
-    metrics = train(run, workdir, gin.operative_config_str(), preemption)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except (PolyglotError, CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
   if jax.process_index() == 0 and preemption.event.is_set():
     print(f"stopped: {workdir} (preempted; the same command resumes it)")
   elif jax.process_index() == 0 and metrics:

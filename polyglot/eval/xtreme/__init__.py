@@ -8,7 +8,7 @@ encoder without fine-tuning. Modules, each importable on its own:
 - `features`: examples to model inputs (XLM-R ids) and predictions back;
 - `metrics`: the scores XTREME reports (seqeval F1, SQuAD/MLQA, BUCC F1);
 - `retrieval`: cosine nearest neighbours (Tatoeba), margin mining (BUCC);
-- `hparams`: per-task fine-tuning settings (XTREME's published values);
+- `hparams`: per-task settings (XTREME's published values), fitted to a model;
 - `report`: results.json, results.md, the plot, and a progress helper;
 - `tokenizer`: the checkpoint's SentencePiece model with XLM-R ids and offsets;
 - `finetune`: task models on a mesh, the fine-tuning loop, prediction, scoring;

@@ -10,15 +10,25 @@ Fine-tunes on English and predicts every language found (retrieval tasks
 use the frozen encoder), then writes results.json, results.md and
 results.png into --output_dir. Per-task settings come from gin:
 gin/eval/xtreme.gin (XTREME's published values), then any --gin_file and
---gin.X=V overrides. A rerun into the same --output_dir reuses finished
-tasks. --mesh shards over the devices as gin's MeshConfig says (e.g.
---gin_file=mesh/gpu_8.gin); without it the run uses one device. Errors
-print one `error: ...` line: exit 2 for flags and configuration, 1 for data
-and checkpoints.
+--gin.X=V overrides. Sequence lengths and the retrieval layer that no
+--gin_file or --gin.X sets are fitted to the checkpoint, each change a
+warning (polyglot/eval/xtreme/hparams.py); every setting that does not fit
+is named in one error, and nothing is written before the checkpoint and the
+settings are checked. --mesh shards over the devices as gin's MeshConfig
+says (e.g. --gin_file=mesh/gpu_8.gin); without it the run uses one device.
+
+A rerun into the same --output_dir reuses a task's scores and fine-tuned
+model when they were made from the same checkpoint content (the sha256 of
+its parameter and vocabulary files, and its model config), the same data
+file content, settings and caps; anything else is redone with a warning
+saying what changed, and a stale fine-tuned model is moved aside, not
+deleted (polyglot/eval/xtreme/run.py). Errors print one `error: ...` line:
+exit 2 for flags and configuration, 1 for data and checkpoints.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import pathlib
@@ -67,7 +77,9 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_gin(files: list[str], bindings: list[str]) -> None:
+  """Parses `files`, then `bindings`, into a fresh gin config (what polyglot registers)."""
   import gin  # pylint: disable=g-import-not-at-top
+  from polyglot import configurables  # noqa: F401  pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin.add_config_file_search_path(str(GIN_DIR))
   found = []
@@ -83,27 +95,91 @@ def parse_gin(files: list[str], bindings: list[str]) -> None:
     raise ConfigError(f"gin: {str(e).splitlines()[0]}") from e
 
 
-def make_request(args: argparse.Namespace):
-  """Flags and gin -> `run.Request`; every task's settings resolved in its gin scope."""
+def _bound(key: str) -> bool:
+  """Whether the gin config parsed last binds `key` (`scope/Configurable.param`)."""
   import gin  # pylint: disable=g-import-not-at-top
+  try:
+    gin.query_parameter(key)
+  except ValueError:
+    return False
+  return True
+
+
+def _bound_fields(specs, classes) -> dict[str, set[tuple[str, str]]]:
+  """Per task, the (scope, field) pairs of its settings class that the config parsed last
+  binds; scope "" is an unscoped binding."""
+  out = {}
+  for spec in specs:
+    cls = classes[spec.name].__name__
+    out[spec.name] = {(scope, f.name) for f in dataclasses.fields(classes[spec.name])
+                      for scope in ("", spec.name)
+                      if _bound(f"{scope}/{cls}.{f.name}" if scope else f"{cls}.{f.name}")}
+  return out
+
+
+def user_settings(args: argparse.Namespace, specs) -> dict[str, frozenset[str]]:
+  """Per task, the settings fields the user binds (--gin_file, --gin.X) as gin resolves
+  them: in the task's scope, or unscoped where gin/eval/xtreme.gin binds no scoped value.
+  Parses the user's files alone, then the defaults alone."""
+  from polyglot.eval.xtreme import hparams  # pylint: disable=g-import-not-at-top
+  classes = {s.name: hparams.TaskHparams if s.fine_tuned else hparams.RetrievalHparams
+             for s in specs}
+  parse_gin([f for f in args.gin_file if f != DEFAULT_GIN], args.gin_bindings)
+  user = _bound_fields(specs, classes)
+  parse_gin([DEFAULT_GIN], [])
+  default = _bound_fields(specs, classes)
+  return {name: frozenset(f for scope, f in pairs if scope or (name, f) not in default[name])
+          for name, pairs in user.items()}
+
+
+def _settings(specs) -> tuple[dict, list[str]]:
+  """Every task's settings, resolved in its gin scope, and the errors of all invalid ones."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from polyglot import configurables  # pylint: disable=g-import-not-at-top
+  found, errors = {}, []
+  for spec in specs:
+    with gin.config_scope(spec.name):
+      try:
+        found[spec.name] = (configurables.TaskHparams() if spec.fine_tuned
+                            else configurables.RetrievalHparams())
+      except ConfigError as e:
+        errors.append(f"{spec.name}/{str(e).splitlines()[0]}")
+  return found, errors
+
+
+def make_request(args: argparse.Namespace):
+  """Flags and gin -> `run.Request`; every task's settings resolved in its gin scope, every
+  invalid value named in one ConfigError. Writes nothing."""
   from polyglot import configurables  # pylint: disable=g-import-not-at-top
   from polyglot.eval.xtreme import run, tasks  # pylint: disable=g-import-not-at-top
   specs = tasks.parse_tasks(args.tasks)
+  user_set = user_settings(args, specs)
   parse_gin(args.gin_file, args.gin_bindings)
-  hparams = {}
-  for spec in specs:
-    with gin.config_scope(spec.name):
-      hparams[spec.name] = (configurables.TaskHparams() if spec.fine_tuned
-                            else configurables.RetrievalHparams())
+  hparams, errors = _settings(specs)
+  try:
+    config = configurables.XtremeConfig()
+  except ConfigError as e:
+    errors.append(str(e).splitlines()[0])
+  if errors:
+    raise ConfigError("; ".join(errors))
+  configurables.check_macros(args.gin_bindings)
   languages = tuple(x.strip() for x in args.languages.split(",") if x.strip()) if (
       args.languages) else None
-  request = run.Request(
+  return run.Request(
       checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir, tasks=specs,
       hparams=hparams, data_dir=args.data_dir, tfds_data_dir=args.tfds_data_dir,
-      step=args.step, languages=languages, config=configurables.XtremeConfig(),
-      mesh=configurables.MeshConfig() if args.mesh else None)
-  paths.write_text(paths.join(request.output_dir, "config.gin"), gin.operative_config_str())
-  return request
+      step=args.step, languages=languages, config=config,
+      mesh=configurables.MeshConfig() if args.mesh else None, user_set=user_set)
+
+
+def write_config(output_dir: str, fitted: list[str]) -> None:
+  """config.gin: gin's operative config, then the settings fitted to the checkpoint."""
+  import gin  # pylint: disable=g-import-not-at-top
+  text = gin.operative_config_str()
+  if fitted:
+    text += ("\n# Fitted to the checkpoint (polyglot/eval/xtreme/hparams.py), replacing the "
+             "values above:\n" + "".join(f"{line}\n" for line in fitted))
+  paths.write_text(paths.join(output_dir, "config.gin"), text)
 
 
 def _fail(e: Exception, code: int) -> int:
@@ -118,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
   from polyglot.eval.xtreme import run  # pylint: disable=g-import-not-at-top
   try:
     request = make_request(parse_flags(sys.argv[1:] if argv is None else argv))
-    files = run.evaluate(request)
+    # The checkpoint, then every task's data and settings, are checked before anything is
+    # written; config.gin comes with the report, so a failed run leaves both as they were.
+    evaluation = run.Run(request)
+    jobs = evaluation.prepare()
+    files = evaluation.execute(jobs)
+    write_config(request.output_dir, run.fitted_bindings(request, jobs))
   except ConfigError as e:
     return _fail(e, 2)
   except PolyglotError as e:

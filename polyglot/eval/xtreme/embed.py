@@ -8,6 +8,10 @@ Each sentence is `<s> pieces </s>`, cut to `RetrievalHparams.max_seq_length`
 pooling ("cls" is the model's "first"). Sentences are batched in order of
 length and padded to a power of two, so few shapes compile; rows come back
 in input order. Pooling ignores padding, so batching changes no embedding.
+
+The layer and length are fitted to the encoder unless the user set them
+(`hparams.fit`): XTREME's published layer for its depths (hidden state 8 of
+12, 14 of 24), otherwise round(2/3 x num_layers); at most `max_len` pieces.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from polyglot import models, sharding
-from polyglot.errors import ConfigError
 from polyglot.eval.xtreme import features as F
 from polyglot.eval.xtreme import report
 from polyglot.eval.xtreme.finetune import batch_multiple, round_up
@@ -33,18 +36,6 @@ _MIN_LENGTH = 16
 def bucket_length(n: int, max_length: int) -> int:
   """The smallest power of two >= n (at least 16), capped at `max_length`."""
   return min(max(_MIN_LENGTH, 1 << (max(n, 1) - 1).bit_length()), max_length)
-
-
-def check_layer(name: str, hp: RetrievalHparams, cfg: models.EncoderConfig) -> None:
-  """ConfigError naming the gin binding when the layer or length do not fit the model."""
-  if hp.layer > cfg.num_layers:
-    raise ConfigError(f"{name}/RetrievalHparams.layer={hp.layer} is out of range for the "
-                      f"checkpoint's {cfg.num_layers}-layer encoder: pass "
-                      f"--gin.{name}/RetrievalHparams.layer=<0..{cfg.num_layers}>")
-  if hp.max_seq_length > cfg.max_len:
-    raise ConfigError(f"{name}/RetrievalHparams.max_seq_length={hp.max_seq_length} exceeds the "
-                      f"checkpoint's max_len={cfg.max_len}: pass "
-                      f"--gin.{name}/RetrievalHparams.max_seq_length={cfg.max_len}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,15 +7,29 @@ learning rate 2e-5, 5 epochs, effective batch 32 (8 per step x 4 accumulated),
 at 1.0 (`third_party/run_classify.py` defaults). `gin/eval/xtreme.gin` sets
 the other tasks (scoped by task name); gin is bound in
 `polyglot/configurables.py`, not here.
+
+`fit` adapts a task's settings to the evaluated checkpoint, except those the
+user set (`--gin_file`, `--gin.X`; gin/eval/xtreme.gin's values are not the
+user's): sequence lengths are cut to the model's positions
+(`EncoderConfig.max_len`), and the retrieval layer follows the depth
+(`retrieval_layer`): XTREME's published layer for its depths (hidden state 8
+of 12 for base, 14 of 24 for large), otherwise round(2/3 x num_layers), the
+fraction of XTREME's 8 of 12. Each change is a notice; a user's value that
+does not fit is an error.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 from polyglot.errors import ConfigError
 
 POOLINGS = ("mean", "cls")
+
+# XTREME's retrieval layer by encoder depth (hidden states, 0 = the embeddings):
+# 8 of 12 for base, 14 of 24 for large (`RetrievalHparams`).
+XTREME_LAYERS = {12: 8, 24: 14}
 
 
 def _check(cond: bool, cls: str, name: str, value: Any, fix: str) -> None:
@@ -68,7 +82,8 @@ class RetrievalHparams:
   XTREME's `--specific_layer 7` indexes `all_layer_outputs[-num_layers:]`,
   the block outputs without the embeddings (`third_party/run_retrieval.py`),
   so it is hidden state 8 of a 12-layer model (14 of 24 for XLM-R large,
-  `run_tatoeba.sh`). Mean pooling averages every non-padding position, `<s>`
+  `run_tatoeba.sh`); a run picks it by depth unless the user sets it
+  (`retrieval_layer`). Mean pooling averages every non-padding position, `<s>`
   and `</s>` included (`pool_skip_special_token` off); BUCC pools the first
   position (`run_bucc2018.sh --pool_type cls`).
   """
@@ -108,3 +123,49 @@ class XtremeConfig:
            "use >= 0 (0: all)")
     _check(self.max_eval_examples >= 0, c, "max_eval_examples", self.max_eval_examples,
            "use >= 0 (0: all)")
+
+
+def retrieval_layer(num_layers: int) -> int:
+  """XTREME's layer for an encoder of `num_layers`: its published one for base (8 of 12)
+  and large (14 of 24), otherwise round(2/3 x num_layers) (the fraction of 8 of 12)."""
+  return XTREME_LAYERS.get(num_layers, round(2 * num_layers / 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+  """A task's settings fitted to a checkpoint, a notice per change, and what does not fit."""
+  hparams: TaskHparams | RetrievalHparams
+  notices: tuple[str, ...] = ()
+  errors: tuple[str, ...] = ()
+
+
+def fit(name: str, hp: TaskHparams | RetrievalHparams, num_layers: int, max_len: int,
+        user_set: Collection[str] = ()) -> Fit:
+  """Task `name`'s settings for an encoder of `num_layers` and `max_len` positions.
+
+  Fields named in `user_set` are kept (an error when they do not fit); the
+  others are fitted as the module docstring says.
+  """
+  changes, notices, errors = {}, [], []
+  key = f"{name}/{type(hp).__name__}.max_seq_length"
+  if hp.max_seq_length > max_len and "max_seq_length" in user_set:
+    errors.append(f"{key}={hp.max_seq_length} exceeds the checkpoint's max_len={max_len}: "
+                  f"pass --gin.{key}={max_len}")
+  elif hp.max_seq_length > max_len:
+    changes["max_seq_length"] = max_len
+    notices.append(f"{key}: {hp.max_seq_length} is longer than the checkpoint's max_len, "
+                   f"using {max_len}")
+  if isinstance(hp, RetrievalHparams):
+    key, layer = f"{name}/RetrievalHparams.layer", retrieval_layer(num_layers)
+    if "layer" in user_set and hp.layer > num_layers:
+      errors.append(f"{key}={hp.layer} is out of range for the checkpoint's {num_layers}-layer "
+                    f"encoder: pass --gin.{key}=<0..{num_layers}>")
+    elif "layer" not in user_set and hp.layer != layer:
+      changes["layer"] = layer
+      notices.append(f"{key}: using hidden state {layer} of the checkpoint's {num_layers}-layer "
+                     f"encoder, not {hp.layer} (XTREME's layer for its depth, else 2/3 of it)")
+  try:
+    return Fit(dataclasses.replace(hp, **changes), tuple(notices), tuple(errors))
+  except ConfigError as e:  # too few positions for the task (TaskHparams needs 8)
+    return Fit(hp, (), (*errors, f"{name}: the checkpoint's max_len={max_len} is too short: "
+                                 f"{e}"))

@@ -16,8 +16,9 @@ Formats (names in `tasks.FILE_FORMATS`):
 - `bucc_text`: `id<TAB>sentence` files for both sides and `src_id<TAB>en_id`
   gold pairs (BUCC 2018).
 
-A malformed line raises `DataError` naming the file and line. TensorFlow is
-imported only when a TFDS source is read.
+A malformed line, or one that is not UTF-8, raises `DataError` naming the
+file and line; so does a SQuAD file that is not UTF-8 or not SQuAD's shape.
+TensorFlow is imported only when a TFDS source is read.
 """
 from __future__ import annotations
 
@@ -89,14 +90,20 @@ _SORTED_CHECK_MIN_LINES = 20
 _PAWSX_PLACEHOLDER = "NS"
 
 
+def _not_utf8(where: str, e: UnicodeDecodeError) -> DataError:
+  return DataError(f"{where}: not UTF-8 ({e.reason}): convert the file to UTF-8 (e.g. "
+                   "`iconv -f latin1 -t utf-8`)")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
   """(1-based line number, line without its end-of-line) of a UTF-8 file."""
-  try:
-    with path.open(encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        yield lineno, line.rstrip("\r\n")
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from e
+  with path.open("rb") as f:  # decoded line by line: an error names its line
+    for lineno, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise _not_utf8(f"{path}:{lineno}", e) from e
+      yield lineno, line.rstrip("\r\n")
 
 
 def read_pair_tsv(path: Path, labels: Sequence[str] = (),
@@ -260,14 +267,34 @@ def read_conllu(path: Path, lang: str) -> list[TagExample]:
   return out
 
 
+_SQUAD_SHAPE = ('expected SQuAD v1.1: {"data": [{"title": ..., "paragraphs": [{"context": ..., '
+                '"qas": [...]}]}]}')
+
+
+def _json_kind(value) -> str:
+  return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+          type(None): "null"}.get(type(value), "a number")
+
+
 def _squad_articles(path: Path) -> list:
+  """The articles of a SQuAD file: its `data` list (XTREME's evaluate.py `read_squad` also
+  accepts the bare list)."""
+  raw = path.read_bytes()
   try:
-    with path.open(encoding="utf-8") as f:
-      data = json.load(f)
+    data = json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise _not_utf8(f"{path}:{line}", e) from e
   except json.JSONDecodeError as e:
-    raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-  # XTREME's evaluate.py `read_squad` accepts the SQuAD dict or its bare list.
-  return data["data"] if isinstance(data, dict) and "data" in data else data
+    raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from e
+  if isinstance(data, list):
+    return data
+  if not isinstance(data, dict):
+    raise DataError(f"{path}: the top level is {_json_kind(data)}, not an object; "
+                    f"{_SQUAD_SHAPE}")
+  if not isinstance(data.get("data"), list):
+    raise DataError(f"{path}: the top-level object has no data list; {_SQUAD_SHAPE}")
+  return data["data"]
 
 
 def _squad_paragraph(path: Path, a: int, p: int, article: dict, para: dict) -> list[QAExample]:
@@ -291,11 +318,16 @@ def read_squad_json(path: Path) -> list[QAExample]:
   out = []
   for a, article in enumerate(_squad_articles(path)):
     if not isinstance(article, dict):
-      raise DataError(f"{path}: article {a} is not a JSON object; expected SQuAD v1.1")
-    for p, para in enumerate(article.get("paragraphs", ())):
+      raise DataError(f"{path}: article {a} is {_json_kind(article)}, not an object; "
+                      f"{_SQUAD_SHAPE}")
+    paragraphs = article.get("paragraphs", [])
+    if not isinstance(paragraphs, list):
+      raise DataError(f"{path}: article {a}: paragraphs is {_json_kind(paragraphs)}, not a "
+                      f"list; {_SQUAD_SHAPE}")
+    for p, para in enumerate(paragraphs):
       out.extend(_squad_paragraph(path, a, p, article, para))
   if not out:
-    raise DataError(f"{path}: no questions found; expected SQuAD v1.1 JSON")
+    raise DataError(f"{path}: no questions found; {_SQUAD_SHAPE}")
   return out
 
 

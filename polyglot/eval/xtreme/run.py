@@ -1,20 +1,33 @@
 """An XTREME run: find the data, fine-tune or embed per task, score, report; resumable.
 
-`evaluate(Request)` is what `python -m polyglot.eval.xtreme` calls once gin
-has resolved every task's settings. The output directory holds:
+`Run(request)` opens the checkpoint; `prepare()` finds the data and fits every
+task's settings to the checkpoint (`hparams.fit`: a warning per change, one
+ConfigError naming every setting that does not fit) before anything is
+written; `execute(jobs)` does the work and writes the report.
+`evaluate(request)` is both; `python -m polyglot.eval.xtreme` then writes
+config.gin, so a run that fails leaves the report and config of the last one
+that did not. The output directory holds:
 
   results.json, results.md, results.png   the report (`report.write_report`)
-  config.gin                               the operative gin config (the entry point)
-  scores/<task>.json                       a task's scores and the settings they came from
+  config.gin                               the operative gin config and the settings fitted to
+                                           the checkpoint (the entry point)
+  scores/<task>.json                       a task's scores and their key ("settings")
   finetuned/<task>/<step>/                 a task's selected fine-tuned model: a polyglot
                                            checkpoint that `polyglot.load` reads (meta:
-                                           model_kind, model_config, labels, task, xtreme)
+                                           model_kind, model_config, labels, task, xtreme
+                                           with its key in "settings")
 
-A rerun skips each task whose scores were made with the same settings, and
-predicts with `finetuned/<task>` instead of fine-tuning again when that was
-made with the same checkpoint, hyperparameters and training cap. A
-fine-tuned model made with other settings is an error, never silently
-replaced: delete it or pass another output dir.
+scores/ and finetuned/ are keyed by content, not by path: the sha256 of the
+evaluated checkpoint's parameter and vocabulary files (`checkpoint.fingerprint`) and its
+model config; the sha256 of the names and bytes of the task's data files the
+work reads (`tasks.fingerprint`: English train, and English dev when it
+selects the model; scores add each scored language's evaluation split); the
+task's settings as fitted; the example caps (and, for scores, the languages).
+A rerun reuses what matches. What does not is redone with a warning naming
+the file and what changed: scores are computed again (also when the file
+cannot be read); a fine-tuned model is moved aside, never deleted
+(`finetuned/<task>.stale-<unix time>`, or `.damaged-` when it cannot be read),
+and fine-tuned again.
 
 Fine-tuned tasks train on English and predict every language found
 (zero-shot transfer); retrieval tasks embed with the frozen encoder. What a
@@ -29,7 +42,8 @@ import datetime
 import functools
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -38,7 +52,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from polyglot import api, checkpoint, models, paths, sharding
 from polyglot.errors import CheckpointError, ConfigError, DataError
-from polyglot.eval.xtreme import embed, finetune, readers, report, retrieval, tasks
+from polyglot.eval.xtreme import embed, finetune, hparams, readers, report, retrieval, tasks
 from polyglot.eval.xtreme.hparams import RetrievalHparams, TaskHparams, XtremeConfig
 from polyglot.eval.xtreme.tokenizer import SentencePieceTokenizer
 
@@ -61,6 +75,9 @@ class Request:
   languages: tuple[str, ...] | None = None  # None: every language the data has
   config: XtremeConfig = XtremeConfig()
   mesh: sharding.MeshConfig | None = None   # None: one device
+  # Per task, the settings the user bound (--gin_file, --gin.X): kept as given. The
+  # others are fitted to the checkpoint (`hparams.fit`).
+  user_set: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     for spec in self.tasks:
@@ -79,6 +96,52 @@ def _write_json(path: str, obj: Any) -> None:
   paths.write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")  # atomic
 
 
+# How a warning names the parts of a cache key.
+_KEY_NAMES = {"params": "checkpoint parameters", "vocab": "checkpoint vocabulary",
+              "model_config": "model config", "data": "data files", "hparams": "task settings"}
+
+
+def changed(stored: Any, key: Mapping[str, Any]) -> str:
+  """The parts of a cache key that differ from the `stored` one, in words."""
+  stored = stored if isinstance(stored, Mapping) else {}
+  parts = [k for k in key if stored.get(k) != key[k]] + [k for k in stored if k not in key]
+  return ", ".join(_KEY_NAMES.get(k, k) for k in parts)
+
+
+def move_aside(directory: str, why: str) -> str:
+  """Renames `directory` to `<directory>.<why>-<unix time>` (never deleted); the new name."""
+  stamp = int(time.time())
+  while paths.Path(f"{directory}.{why}-{stamp}").exists():
+    stamp += 1
+  paths.Path(directory).rename(f"{directory}.{why}-{stamp}")
+  return f"{directory}.{why}-{stamp}"
+
+
+def read_scores(path: str) -> dict[str, Any]:
+  """A stored `scores/<task>.json`; ValueError when it is not one (truncated, not UTF-8,
+  another shape)."""
+  stored = json.loads(paths.Path(path).read_text(encoding="utf-8"))
+  if not (isinstance(stored, dict)
+          and all(isinstance(stored.get(k), dict) for k in ("settings", "scores", "splits"))):
+    raise ValueError("not a scores file: no settings, scores and splits objects")
+  return stored
+
+
+def read_fine_tuned(directory: str, key: Mapping[str, Any], target) -> tuple[Any, dict] | str:
+  """(params on `target`'s shardings, selection info) of the newest model in `directory`
+  when it was made with `key`, else what changed; raises when it cannot be read."""
+  reader = checkpoint.Checkpointer(directory, read_only=True)
+  try:
+    step = reader.resolve_step()
+    info = dict(reader.read_meta(step).get("xtreme", {}))
+    stored = info.pop("settings", None)
+    if stored != key:
+      return changed(stored, key)
+    return reader.restore(target, step=step).params, info
+  finally:
+    reader.close()
+
+
 def make_mesh(cfg: sharding.MeshConfig | None) -> Mesh:
   """The mesh `cfg` describes over all devices, or the first device alone."""
   if cfg is None:
@@ -87,7 +150,11 @@ def make_mesh(cfg: sharding.MeshConfig | None) -> Mesh:
 
 
 class Source:
-  """The evaluated checkpoint: step and config at once, parameters on first use."""
+  """The evaluated checkpoint: step, config and identity at once, parameters on first use.
+
+  `identity` is what the caches are keyed on: the sha256 of the parameter and
+  vocabulary files, and the model config.
+  """
 
   def __init__(self, checkpoint_dir: str, step: int | None, mesh: Mesh):
     self.directory = checkpoint.checkpoint_dir(checkpoint_dir)
@@ -96,8 +163,11 @@ class Source:
                             "of a polyglot.train run (or its checkpoints/ folder)")
     reader = checkpoint.Checkpointer(self.directory, read_only=True)
     self.step = reader.resolve_step(step)
-    self.meta = reader.read_meta(self.step)
+    self.meta = api.model_meta(reader, self.step)
     self.cfg = models.EncoderConfig.from_dict(self.meta["model_config"])
+    self.identity = {"params": checkpoint.fingerprint(self.directory, self.step),
+                     "vocab": checkpoint.fingerprint(self.directory, self.step, "vocab"),
+                     "model_config": self.meta["model_config"]}
     self.mesh = mesh
 
   @functools.cached_property
@@ -154,6 +224,40 @@ def load_examples(data: tasks.TaskData, lang: str, split: str, limit: int):
 
 # ---- the run ----
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One task of a run: the data found and the settings fitted to the checkpoint."""
+  spec: tasks.TaskSpec
+  data: tasks.TaskData
+  hparams: TaskHparams | RetrievalHparams
+
+
+def train_sources(job: Job) -> list[tuple[str, str]]:
+  """(language, split)s fine-tuning reads: English train, and English dev when it selects."""
+  en = job.spec.train_language
+  dev = job.hparams.eval_every_steps and job.data.has(en, "dev")
+  return [(en, "train"), *([(en, "dev")] if dev else [])]
+
+
+def eval_sources(job: Job, langs: Sequence[str]) -> list[tuple[str, str]]:
+  """(language, split)s scoring reads: each evaluation split, and BUCC's dev (threshold)."""
+  keys = [(lang, job.data.eval_split(lang)) for lang in langs]
+  if job.spec.metric == "bucc_f1":
+    keys += [(lang, "dev") for lang in langs if job.data.has(lang, "dev")]
+  return keys
+
+
+def fitted_bindings(request: Request, jobs: Sequence[Job]) -> list[str]:
+  """gin bindings of the settings `Run.prepare` fitted (`xnli/TaskHparams.max_seq_length = 64`)."""
+  lines = []
+  for job in jobs:
+    name, given = job.spec.name, request.hparams[job.spec.name]
+    lines += [f"{name}/{type(given).__name__}.{f.name} = {getattr(job.hparams, f.name)!r}"
+              for f in dataclasses.fields(given)
+              if getattr(job.hparams, f.name) != getattr(given, f.name)]
+  return lines
+
+
 class Run:
   """Evaluates the tasks of a `Request`, one at a time, reusing finished work."""
 
@@ -186,99 +290,130 @@ class Run:
                       + "; ".join(str(m) for m in absent))
     return found
 
-  def check_settings(self, specs: list[tasks.TaskSpec]) -> None:
-    """Every length, layer and batch fits the model and mesh, before any work starts."""
+  def prepare(self) -> list[Job]:
+    """The tasks that can run, with settings fitted to the checkpoint (a warning per
+    change); one ConfigError naming every setting that does not fit the model or mesh."""
     cfg, multiple = self.source.cfg, finetune.batch_multiple(self.mesh)
-    for spec in specs:
-      hp, name = self.request.hparams[spec.name], spec.name
-      if isinstance(hp, RetrievalHparams):
-        embed.check_layer(name, hp, cfg)
-      elif hp.max_seq_length > cfg.max_len:
-        raise ConfigError(f"{name}/TaskHparams.max_seq_length={hp.max_seq_length} exceeds the "
-                          f"checkpoint's max_len={cfg.max_len}: pass "
-                          f"--gin.{name}/TaskHparams.max_seq_length={cfg.max_len}")
-      elif hp.batch_size % multiple:
-        raise ConfigError(f"{name}/TaskHparams.batch_size={hp.batch_size} does not split over "
-                          f"the mesh's {multiple} batch shards: pass "
-                          f"--gin.{name}/TaskHparams.batch_size=<a multiple of {multiple}>")
+    jobs, errors = [], []
+    for spec, data in self.discover():
+      name = spec.name
+      fit = hparams.fit(name, self.request.hparams[name], cfg.num_layers, cfg.max_len,
+                        self.request.user_set.get(name, frozenset()))
+      for notice in fit.notices:
+        log.warning("%s", notice)
+      errors += fit.errors
+      hp = fit.hparams
+      if isinstance(hp, TaskHparams) and hp.batch_size % multiple:
+        errors.append(f"{name}/TaskHparams.batch_size={hp.batch_size} does not split over the "
+                      f"mesh's {multiple} batch shards: pass "
+                      f"--gin.{name}/TaskHparams.batch_size=<a multiple of {multiple}>")
+      jobs.append(Job(spec, data, hp))
+    if errors:
+      raise ConfigError("; ".join(errors))
+    return jobs
 
-  def scores_settings(self, spec: tasks.TaskSpec, data: tasks.TaskData) -> dict[str, Any]:
-    r = self.request
+  def scores_settings(self, job: Job, langs: list[str]) -> dict[str, Any]:
+    """The key of a task's scores (see the module docstring)."""
+    fine_tuned, c = job.spec.fine_tuned, self.request.config
+    used = eval_sources(job, langs) + (train_sources(job) if fine_tuned else [])
     return _normalized({
-        "checkpoint": self.source.directory, "step": self.source.step,
-        "data": paths.resolve(data.root), "languages": eval_languages(data, r.languages),
-        "hparams": dataclasses.asdict(r.hparams[spec.name]),
-        "max_train_examples": r.config.max_train_examples if spec.fine_tuned else 0,
-        "max_eval_examples": r.config.max_eval_examples})
+        **self.source.identity, "data": tasks.fingerprint(job.data, used), "languages": langs,
+        "hparams": dataclasses.asdict(job.hparams),
+        "max_train_examples": c.max_train_examples if fine_tuned else 0,
+        "max_eval_examples": c.max_eval_examples})
 
-  def finetuned_settings(self, spec: tasks.TaskSpec) -> dict[str, Any]:
-    r = self.request
+  def finetuned_settings(self, job: Job) -> dict[str, Any]:
+    """The key of a fine-tuned model: English dev, cut to max_eval_examples, selects it."""
+    c = self.request.config
     return _normalized({
-        "task": spec.name, "checkpoint": self.source.directory, "step": self.source.step,
-        "hparams": dataclasses.asdict(r.hparams[spec.name]),
-        "max_train_examples": r.config.max_train_examples})
+        **self.source.identity, "task": job.spec.name,
+        "data": tasks.fingerprint(job.data, train_sources(job)),
+        "hparams": dataclasses.asdict(job.hparams), "max_train_examples": c.max_train_examples,
+        "max_eval_examples": c.max_eval_examples})
 
-  def task_scores(self, spec: tasks.TaskSpec, data: tasks.TaskData) -> dict[str, Any]:
-    """A task's stored scores when made with the same settings, else fresh ones."""
-    path = paths.join(self.out, SCORES_DIR, f"{spec.name}.json")
-    settings = self.scores_settings(spec, data)
-    if paths.Path(path).is_file():
-      stored = json.loads(paths.Path(path).read_text(encoding="utf-8"))
-      if stored.get("settings") == settings:
-        log.info("%s: reusing scores from %s", spec.name, path)
-        return stored
-      log.info("%s: %s was made with other settings: scoring again", spec.name, path)
-    langs = eval_languages(data, self.request.languages)
-    if spec.fine_tuned:
-      scores, splits, model = self.fine_tuned_scores(spec, data, langs)
+  def stored_scores(self, name: str, path: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The scores at `path` when made with `key`; else None, with a warning saying why."""
+    if not paths.Path(path).is_file():
+      return None
+    try:
+      stored = read_scores(path)
+    except ValueError as e:
+      log.warning("%s: %s cannot be read (%s): scoring again", name, path, checkpoint.reason(e))
+      return None
+    if stored["settings"] != key:
+      log.warning("%s: %s is stale (%s changed): scoring again", name, path,
+                  changed(stored["settings"], key))
+      return None
+    log.info("%s: reusing scores from %s", name, path)
+    return stored
+
+  def task_scores(self, job: Job) -> dict[str, Any]:
+    """A task's stored scores when made with the same key, else fresh ones."""
+    name = job.spec.name
+    path = paths.join(self.out, SCORES_DIR, f"{name}.json")
+    langs = eval_languages(job.data, self.request.languages)
+    key = self.scores_settings(job, langs)
+    stored = self.stored_scores(name, path, key)
+    if stored is not None:
+      return stored
+    if job.spec.fine_tuned:
+      scores, splits, model = self.fine_tuned_scores(job, langs)
     else:
-      (scores, splits), model = self.retrieval_scores(spec, data, langs), None
-    result = {"task": spec.name, "settings": settings, "scores": scores, "splits": splits,
-              "model": model}
+      (scores, splits), model = self.retrieval_scores(job, langs), None
+    result = {"task": name, "settings": key, "checkpoint": self.source.directory,
+              "step": self.source.step, "data_dir": job.data.root, "scores": scores,
+              "splits": splits, "model": model}
     _write_json(path, result)
     return result
 
   # -- fine-tuned tasks --
 
-  def split(self, spec: tasks.TaskSpec, lang: str, split: str, examples,
-            training: bool) -> finetune.Split:
-    hp = self.request.hparams[spec.name]
-    feats = finetune.featurize(spec, examples, self.tok, hp.max_seq_length, training=training)
+  def split(self, job: Job, lang: str, split: str, examples, training: bool) -> finetune.Split:
+    feats = finetune.featurize(job.spec, examples, self.tok, job.hparams.max_seq_length,
+                               training=training)
     return finetune.Split(lang, split, examples, feats)
 
-  def fine_tuned_model(self, spec: tasks.TaskSpec, data: tasks.TaskData,
-                       tm: finetune.TaskModel) -> tuple[Any, dict[str, Any]]:
+  def stored_model(self, name: str, directory: str, key: dict[str, Any],
+                   tm: finetune.TaskModel) -> tuple[Any, dict[str, Any]] | None:
+    """(params, selection info) of `directory` when fine-tuned with `key`; else None, after
+    moving a stale or unreadable model aside with a warning."""
+    if not paths.Path(directory).is_dir():
+      return None
+    try:
+      found = read_fine_tuned(directory, key, checkpoint.abstract(tm.abstract, tm.shardings))
+    except Exception as e:  # pylint: disable=broad-except  (unreadable: fine-tuned again)
+      why, what = "damaged", f"cannot be read ({checkpoint.reason(e)})"
+    else:
+      if not isinstance(found, str):
+        log.info("%s: reusing the fine-tuned model in %s (step %s)", name, directory,
+                 found[1].get("step"))
+        return found
+      why, what = "stale", f"is stale ({found} changed)"
+    moved = move_aside(directory, why)
+    log.warning("%s: %s %s: moved aside to %s; fine-tuning again", name, directory, what, moved)
+    return None
+
+  def fine_tuned_model(self, job: Job, tm: finetune.TaskModel) -> tuple[Any, dict[str, Any]]:
     """(params, selection info) from finetuned/<task>, or by fine-tuning now and saving."""
+    spec, hp, cfg, en = job.spec, job.hparams, self.request.config, job.spec.train_language
     directory = paths.join(self.out, FINETUNED_DIR, spec.name)
-    settings = self.finetuned_settings(spec)
-    reader = (checkpoint.Checkpointer(directory, read_only=True)
-              if paths.Path(directory).is_dir() else None)
-    steps = reader.steps() if reader else []
-    if steps:
-      info = reader.read_meta(steps[-1]).get("xtreme", {})
-      stored = info.get("settings", {})
-      differ = [k for k in settings if stored.get(k) != settings[k]]
-      if differ:
-        raise ConfigError(f"{directory} holds a model fine-tuned with other settings "
-                          f"({', '.join(differ)} differ); delete it or pass another --output_dir")
-      log.info("%s: reusing the fine-tuned model in %s (step %d)", spec.name, directory,
-               steps[-1])
-      params = reader.restore(checkpoint.abstract(tm.abstract, tm.shardings)).params
-      return params, {k: v for k, v in info.items() if k != "settings"}
-    hp, cfg, en = self.request.hparams[spec.name], self.request.config, spec.train_language
-    train = self.split(spec, en, "train", load_examples(data, en, "train",
-                                                        cfg.max_train_examples), training=True)
+    key = self.finetuned_settings(job)
+    stored = self.stored_model(spec.name, directory, key, tm)
+    if stored is not None:
+      return stored
+    train = self.split(job, en, "train", load_examples(job.data, en, "train",
+                                                       cfg.max_train_examples), training=True)
     dev = None
-    if hp.eval_every_steps and data.has(en, "dev"):
-      examples = load_examples(data, en, "dev", cfg.max_eval_examples)
+    if (en, "dev") in train_sources(job):
+      examples = load_examples(job.data, en, "dev", cfg.max_eval_examples)
       if finetune.has_gold(spec, examples):
-        dev = self.split(spec, en, "dev", examples, training=False)
+        dev = self.split(job, en, "dev", examples, training=False)
       else:
         log.warning("%s: English dev has no gold answers: no model selection", spec.name)
     result = finetune.fine_tune(spec, tm, hp, self.source.encoder_params(), train, dev,
                                 self.tok, self.rows)
     info = {"step": result.step, "num_steps": result.num_steps, "dev_score": result.dev_score}
-    self.save_fine_tuned(directory, spec, tm, result, {"settings": settings, **info})
+    self.save_fine_tuned(directory, spec, tm, result, {"settings": key, **info})
     return result.params, info
 
   def save_fine_tuned(self, directory: str, spec: tasks.TaskSpec, tm: finetune.TaskModel,
@@ -299,68 +434,66 @@ class Run:
     log.info("%s: saved the fine-tuned model (step %d) in %s", spec.name, result.step,
              directory)
 
-  def fine_tuned_scores(self, spec: tasks.TaskSpec, data: tasks.TaskData, langs: list[str]):
+  def fine_tuned_scores(self, job: Job, langs: list[str]):
     """Scores of every labelled evaluation split; no fine-tuning when none is labelled."""
-    limit = self.request.config.max_eval_examples
-    found = [(lang, data.eval_split(lang)) for lang in langs]
-    found = [(lang, split, load_examples(data, lang, split, limit)) for lang, split in found]
+    spec, limit = job.spec, self.request.config.max_eval_examples
+    found = [(lang, job.data.eval_split(lang)) for lang in langs]
+    found = [(lang, split, load_examples(job.data, lang, split, limit)) for lang, split in found]
     unlabelled = [f"{lang}/{split}" for lang, split, ex in found if not finetune.has_gold(spec, ex)]
     if unlabelled:
       log.warning("%s: no gold answers in %s (an unlabelled copy): not scored", spec.name,
                   ", ".join(unlabelled))
-    evals = [self.split(spec, lang, split, ex, training=False) for lang, split, ex in found
+    evals = [self.split(job, lang, split, ex, training=False) for lang, split, ex in found
              if finetune.has_gold(spec, ex)]
     if not evals:
       return {}, {}, None
     tm = finetune.task_model(spec, self.source.cfg, self.mesh)
-    params, info = self.fine_tuned_model(spec, data, tm)
-    hp = self.request.hparams[spec.name]
+    params, info = self.fine_tuned_model(job, tm)
     scores, splits = {}, {}
     for s in evals:
-      scores[s.lang] = finetune.evaluate(spec, tm, params, s, hp, self.rows, self.tok)
+      scores[s.lang] = finetune.evaluate(spec, tm, params, s, job.hparams, self.rows, self.tok)
       splits[s.lang] = s.split
       log.info("%s %s/%s: %s", spec.name, s.lang, s.split, _brief(scores[s.lang]))
     return scores, splits, info
 
   # -- retrieval tasks --
 
-  def embeddings(self, spec: tasks.TaskSpec, sentences, lang: str, side: str):
-    hp = self.request.hparams[spec.name]
-    return self.source.embedder(sentences, hp, f"{spec.name} {lang} {side}")
+  def embeddings(self, job: Job, sentences, lang: str, side: str):
+    return self.source.embedder(sentences, job.hparams, f"{job.spec.name} {lang} {side}")
 
-  def tatoeba(self, spec: tasks.TaskSpec, data: tasks.TaskData, lang: str) -> dict[str, Any]:
-    s = load_examples(data, lang, "test", self.request.config.max_eval_examples)
-    acc = retrieval.tatoeba_accuracy(self.embeddings(spec, s.source, lang, "source"),
-                                     self.embeddings(spec, s.english, lang, "en"))
+  def tatoeba(self, job: Job, lang: str) -> dict[str, Any]:
+    s = load_examples(job.data, lang, "test", self.request.config.max_eval_examples)
+    acc = retrieval.tatoeba_accuracy(self.embeddings(job, s.source, lang, "source"),
+                                     self.embeddings(job, s.english, lang, "en"))
     return {"accuracy": acc, "split": "test"}
 
-  def bucc_candidates(self, spec, data, lang: str, split: str):
-    s = load_examples(data, lang, split, self.request.config.max_eval_examples)
+  def bucc_candidates(self, job: Job, lang: str, split: str):
+    s = load_examples(job.data, lang, split, self.request.config.max_eval_examples)
     cands = retrieval.bucc_candidates(
-        s.source_ids, s.source, self.embeddings(spec, s.source, lang, f"{split} source"),
-        s.english_ids, s.english, self.embeddings(spec, s.english, lang, f"{split} en"))
+        s.source_ids, s.source, self.embeddings(job, s.source, lang, f"{split} source"),
+        s.english_ids, s.english, self.embeddings(job, s.english, lang, f"{split} en"))
     return cands, s.gold
 
-  def bucc(self, spec: tasks.TaskSpec, data: tasks.TaskData, lang: str) -> dict[str, Any]:
+  def bucc(self, job: Job, lang: str) -> dict[str, Any]:
     """F1 with the threshold chosen on dev, on test (or on dev when it is all there is)."""
     threshold = None
-    if data.has(lang, "dev"):
-      cands, gold = self.bucc_candidates(spec, data, lang, "dev")
+    if job.data.has(lang, "dev"):
+      cands, gold = self.bucc_candidates(job, lang, "dev")
       threshold = retrieval.optimize_threshold(cands, gold)
     else:
-      log.warning("%s %s: no dev set, the threshold is chosen on test", spec.name, lang)
-    split = "test" if data.has(lang, "test") else "dev"
+      log.warning("%s %s: no dev set, the threshold is chosen on test", job.spec.name, lang)
+    split = "test" if job.data.has(lang, "test") else "dev"
     if split == "test":
-      cands, gold = self.bucc_candidates(spec, data, lang, "test")
+      cands, gold = self.bucc_candidates(job, lang, "test")
     return {**retrieval.bucc_scores(cands, gold, threshold), "split": split}
 
-  def retrieval_scores(self, spec: tasks.TaskSpec, data: tasks.TaskData, langs: list[str]):
+  def retrieval_scores(self, job: Job, langs: list[str]):
     scores, splits = {}, {}
-    fn = self.bucc if spec.metric == "bucc_f1" else self.tatoeba
+    fn = self.bucc if job.spec.metric == "bucc_f1" else self.tatoeba
     for lang in langs:
-      scores[lang] = fn(spec, data, lang)
+      scores[lang] = fn(job, lang)
       splits[lang] = scores[lang].pop("split")
-      log.info("%s %s/%s: %s", spec.name, lang, splits[lang], _brief(scores[lang]))
+      log.info("%s %s/%s: %s", job.spec.name, lang, splits[lang], _brief(scores[lang]))
     return scores, splits
 
   # -- report --
@@ -382,10 +515,9 @@ class Run:
                            "to XTREME)")
     return meta
 
-  def __call__(self) -> dict[str, str]:
-    found = self.discover()
-    self.check_settings([spec for spec, _ in found])
-    results = {spec.name: self.task_scores(spec, data) for spec, data in found}
+  def execute(self, jobs: Sequence[Job]) -> dict[str, str]:
+    """Scores every job (reusing what matches), writes the report; returns its paths."""
+    results = {job.spec.name: self.task_scores(job) for job in jobs}
     scores = {t: res["scores"] for t, res in results.items()}
     splits = {t: res["splits"] for t, res in results.items()}
     files = report.write_report(self.out, scores, self.metadata(results), splits)
@@ -399,4 +531,5 @@ def _brief(m: Mapping[str, Any]) -> str:
 
 def evaluate(request: Request) -> dict[str, str]:
   """Runs (or resumes) `request`; returns the report's paths (json, md, png)."""
-  return Run(request)()
+  run = Run(request)
+  return run.execute(run.prepare())

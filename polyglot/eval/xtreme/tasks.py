@@ -29,9 +29,10 @@ GROUP2TASK, METRIC_FUNCTION) in google-research/xtreme.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from polyglot import paths
 from polyglot.paths import Path
 
@@ -375,6 +376,40 @@ def discover(spec: TaskSpec, data_dir: str | os.PathLike | None = None,
   if tfds_data_dir is not None:
     return discover_tfds(spec, tfds_data_dir)
   return discover_files(spec, data_dir)
+
+
+def _source_files(source: Source) -> list[Path]:
+  """The files a source reads; for TFDS, the builder's `dataset_info.json` files, which
+  every preparation rewrites (split sizes, shard lengths), not its record shards."""
+  if isinstance(source, FileSource):
+    return [p for f in source.files for p in (f.path, *f.partners)]
+  builder = Path(source.data_dir) / source.builder
+  return [p for p in paths.files_under(builder) if p.name == "dataset_info.json"]
+
+
+def _file_digest(path: Path) -> bytes:
+  digest = hashlib.sha256()
+  with path.open("rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.digest()
+
+
+def fingerprint(data: TaskData, keys: Iterable[tuple[str, str]]) -> str:
+  """sha256 (hex) of what the (language, split) `keys` of `data` read: each file's name
+  (relative to the data root) and bytes, and for TFDS the builder and split too. Keys a
+  run's caches on the data itself, so that a file replaced in place is noticed."""
+  digest = hashlib.sha256()
+  root = data.root.rstrip("/") + "/"
+  for lang, split in sorted(set(keys)):
+    source = data.source(lang, split)
+    where = (source.builder, source.split, source.id_prefix) if isinstance(
+        source, TfdsSource) else ()
+    digest.update(repr((lang, split, source.fmt, *where)).encode() + b"\0")
+    for path in _source_files(source):
+      name = os.fspath(path)
+      digest.update(name.removeprefix(root).encode() + b"\0" + _file_digest(path))
+  return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
