@@ -35,6 +35,12 @@ class Prediction(NamedTuple):
 
 
 def check_request(text: str, top_k: int) -> None:
+  """ConfigError unless `text` is UTF-8 with a `<mask>` and `top_k` >= 1."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:  # bytes of another encoding arrive as lone surrogates
+    raise ConfigError(f"text {text!r} is not UTF-8 (character {e.start}): pass UTF-8 text, e.g. "
+                      "re-encode it with iconv -t UTF-8 or use a UTF-8 locale") from None
   if MASK not in text:
     raise ConfigError(f"text {text!r} has no {MASK}: put {MASK} where a token should be "
                       "predicted")

@@ -135,6 +135,26 @@ class TextAppender:
       self._file.close()
 
 
+def why_unwritable(path: str) -> str | None:
+  """Why the local `path` (a file or a directory to write) cannot be written, or None.
+
+  The write starts in `path` itself when it is a directory, else in its nearest existing
+  ancestor (the missing directories below it are created): that must be a writable
+  directory. URLs are left to the write itself.
+  """
+  if is_url(path):
+    return None
+  path = resolve(path)
+  start = path if os.path.isdir(path) else os.path.dirname(path)
+  while not os.path.exists(start):
+    start = os.path.dirname(start)
+  if not os.path.isdir(start):
+    return f"{start} is a file, not a directory"
+  if not os.access(start, os.W_OK | os.X_OK):
+    return f"directory {start} is not writable"
+  return None
+
+
 def files_under(folder: PathLike) -> Iterator[Path]:
   """Every file below `folder`, depth first, in name order (none when it is absent).
 

@@ -43,6 +43,7 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from polyglot.convert import cli  # noqa: E402  pylint: disable=wrong-import-position
 RECORD = REPO / "docs" / "benchmarks.md"
 TRAIN_TABLE_END = "<!-- train rows end -->"
 SCALING_TABLE_END = "<!-- scaling rows end -->"
@@ -188,7 +189,8 @@ def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
                 + m.temp_size_in_bytes)
     mfu = None if peak is None else round(flops * b * l / step_s / (peak * mesh.size), 4)
     return {"compile_s": round(compile_s, 2), **_step_stats(times, b * l), "mfu": mfu,
-            "memory_gib": round(memory / 2**30, 3), "devices": f"{mesh.size} x {device.device_kind}"}
+            "memory_gib": round(memory / 2**30, 3),
+            "devices": f"{mesh.size} x {device.device_kind}"}
 
   return local_runner(run, report)
 
@@ -466,16 +468,26 @@ def scaling(args) -> None:
     print(f"rows appended to {RECORD} (command: {command_line()})", file=sys.stderr)
 
 
-def parser() -> argparse.ArgumentParser:
+def prediction_rate(text: str) -> float | None:
+  """An argparse type: a rate, or 'none' (the decoder at every position)."""
+  if text == "none":
+    return None
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"invalid rate {text!r}: use a number in (0, 1] or "
+                                     "'none'") from None
+
+
+def parser() -> cli.ArgumentParser:
   """Flags are spelled with underscores (absl style); the hyphenated spellings are aliases."""
-  top = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = top.add_subparsers(dest="command", required=True)
+  top = cli.ArgumentParser(__doc__)
+  commands = top.add_subparsers(dest="command", required=True)  # parsers of top's class
 
   def step_flags(p):
     p.add_argument("--model", default="small", help="a preset of polyglot.models (tiny, small, "
                    "base, large, xl, moe_tiny, moe_base_e8, ...)")
-    p.add_argument("--seq_len", "--seq-len", type=int, default=128)
+    p.add_argument("--seq_len", "--seq-len", type=cli.positive_int, default=128)
     p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     p.add_argument("--remat", default="none", help="remat policy (polyglot.models.REMAT_POLICIES)")
     p.add_argument("--attention", default="xla", help="xla or cudnn (flash attention on GPU)")
@@ -486,22 +498,24 @@ def parser() -> argparse.ArgumentParser:
                    help="scan over layers (default: the preset's)")
     p.add_argument("--no_scan", "--no-scan", dest="scan", action="store_false", default=None,
                    help="do not scan over layers")
-    p.add_argument("--moe_group_size", "--moe-group-size", type=int,
+    p.add_argument("--moe_group_size", "--moe-group-size", type=cli.positive_int,
                    help="MoEConfig.group_size (default: the preset's)")
     p.add_argument("--moe_dispatch", "--moe-dispatch",
                    help="MoEConfig.dispatch: capacity or dropless")
     p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
     p.add_argument("--prediction_rate", "--prediction-rate",
-                   type=lambda v: None if v == "none" else float(v),
+                   type=prediction_rate,
                    default=0.3, help="LossConfig.prediction_rate ('none': decoder everywhere)")
-    p.add_argument("--steps", type=int, default=20, help="steps timed (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="steps run after compiling, untimed")
+    p.add_argument("--steps", type=cli.positive_int, default=20,
+                   help="steps timed (median reported)")
+    p.add_argument("--warmup", type=cli.non_negative_int, default=3,
+                   help="steps run after compiling, untimed")
     p.add_argument("--no_record", "--no-record", action="store_true",
                    help="do not append to docs/benchmarks.md")
 
   train = commands.add_parser("train", help="train-step time, tokens/s, MFU, memory")
   step_flags(train)
-  train.add_argument("--batch_size", "--batch-size", type=int, default=8,
+  train.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=8,
                      help="global rows per step")
   train.add_argument("--compare_hf", "--compare-hf", action="store_true",
                      help="also time HF PyTorch XLMRobertaForMaskedLM on the same batch")
@@ -511,18 +525,23 @@ def parser() -> argparse.ArgumentParser:
 
   scaling = commands.add_parser("scaling", help="step time vs length and vs experts")
   step_flags(scaling)
-  scaling.add_argument("--tokens", type=int, default=8192, help="tokens per batch, fixed")
-  scaling.add_argument("--lengths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048, 4096])
-  scaling.add_argument("--experts", type=int, nargs="*", default=[8, 16, 32, 64],
+  scaling.add_argument("--tokens", type=cli.positive_int, default=8192,
+                       help="tokens per batch, fixed")
+  scaling.add_argument("--lengths", type=cli.positive_int, nargs="*",
+                       default=[128, 256, 512, 1024, 2048, 4096])
+  scaling.add_argument("--experts", type=cli.positive_int, nargs="*", default=[8, 16, 32, 64],
                        help="expert counts at the preset's top-k and expert size")
   scaling.set_defaults(run=run_scaling)
   data = commands.add_parser("data", help="input pipeline tokens/s")
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
-  data.add_argument("--length", type=int, default=512)
-  data.add_argument("--batch_size", "--batch-size", type=int, default=32, help="rows per batch")
-  data.add_argument("--batches", type=int, default=100, help="batches timed")
-  data.add_argument("--warmup", type=int, default=10, help="batches read before timing")
-  data.add_argument("--cores", type=int, help="pin to this many cores (default: 1, then all)")
+  data.add_argument("--length", type=cli.positive_int, default=512)
+  data.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=32,
+                    help="rows per batch")
+  data.add_argument("--batches", type=cli.positive_int, default=100, help="batches timed")
+  data.add_argument("--warmup", type=cli.non_negative_int, default=10,
+                    help="batches read before timing")
+  data.add_argument("--cores", type=cli.positive_int,
+                    help="pin to this many cores (default: 1, then all)")
   data.set_defaults(run=run_data)
   worker = commands.add_parser("hf-worker", help=argparse.SUPPRESS)
   worker.add_argument("workdir")
@@ -530,8 +549,8 @@ def parser() -> argparse.ArgumentParser:
   return top
 
 
-def main() -> None:
-  args = parser().parse_args()
+def main(argv=None) -> None:
+  args = parser().parse_args(argv)
   args.run(args)
 
 

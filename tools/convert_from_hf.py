@@ -24,7 +24,8 @@ def convert(args) -> str:
 
 def parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(__doc__)
-  p.add_argument("--hf_dir", "--hf-dir", type=paths.resolve, required=True, help="a local Hugging Face model directory")
+  p.add_argument("--hf_dir", "--hf-dir", type=paths.resolve, required=True,
+                 help="a local Hugging Face model directory")
   p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="where to write the polyglot checkpoint")
   p.add_argument("--overwrite", action="store_true",

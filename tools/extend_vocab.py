@@ -20,8 +20,8 @@ from polyglot.convert import cli
 def extend(args) -> str:
   import tasks  # pylint: disable=g-import-not-at-top  (registers mixtures)
   from polyglot.convert import files, vocab_extension  # pylint: disable=g-import-not-at-top
-  from polyglot.data import vocab  # pylint: disable=g-import-not-at-top
-  files.check_output(args.output_dir, overwrite=args.overwrite, source=args.checkpoint_dir)
+  from polyglot.data import mixtures, vocab  # pylint: disable=g-import-not-at-top
+  out = files.check_output(args.output_dir, overwrite=args.overwrite, source=args.checkpoint_dir)
   cfg = vocab_extension.ExtensionConfig(init=args.init, init_std=args.init_std, seed=args.seed)
   vocab_cfg = vocab.VocabConfig(vocab_size=args.vocab_size,
                                 character_coverage=args.character_coverage,
@@ -29,9 +29,10 @@ def extend(args) -> str:
   name = args.mixture
   if args.text_dir:
     name = tasks.register_text_directory(args.text_dir, alpha=args.alpha).name
+  mixtures.get_provider(name)  # an unknown mixture is refused before anything is loaded
+  base = vocab_extension.load_base(args.checkpoint_dir, args.step)  # before the training
   new = vocab.train_from_mixture(name, vocab_cfg)
-  done = vocab_extension.extend_checkpoint(args.checkpoint_dir, new, args.output_dir, cfg,
-                                           step=args.step, overwrite=args.overwrite)
+  done = vocab_extension.extend(base, args.checkpoint_dir, new, out, cfg)
   return (f"wrote {done.directory}: {done.added} pieces of {name!r} added, "
           f"vocab_size={done.vocab_size}")
 
@@ -44,7 +45,8 @@ def parser() -> cli.ArgumentParser:
   p.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True,
                  help="where to write the extended checkpoint")
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--text_dir", "--text-dir", type=paths.resolve, help="a folder of <language>.txt[.gz|.xz] files")
+  source.add_argument("--text_dir", "--text-dir", type=paths.resolve,
+                      help="a folder of <language>.txt[.gz|.xz] files")
   source.add_argument("--mixture", help="a registered seqio mixture (see tasks/)")
   p.add_argument("--alpha", type=float, default=0.3, help="sampling temperature, --text_dir")
   p.add_argument("--vocab_size", "--vocab-size", type=int, default=8000,

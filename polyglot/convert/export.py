@@ -48,12 +48,13 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
                           "export a checkpoint written by polyglot.train or a polyglot tool")
   state = hf.to_hf(hf.params_of(loaded.model), cfg, kind)
   labels = loaded.meta.get("labels")
-  files.clear_output(out, ENTRIES)
-  with paths.staged_dir(out) as local:
-    local = pathlib.Path(local)
-    write_config(local, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
-    write_weights(local / WEIGHTS, state)
-    tokenizer.save(loaded.vocab, local, cfg.max_len)
+  with files.writing(out):
+    files.clear_output(out, ENTRIES)
+    with paths.staged_dir(out) as local:
+      local = pathlib.Path(local)
+      write_config(local, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
+      write_weights(local / WEIGHTS, state)
+      tokenizer.save(loaded.vocab, local, cfg.max_len)
   return Exported(out, hf.HF_ARCHITECTURES[kind], loaded.step, cfg.vocab_size)
 
 

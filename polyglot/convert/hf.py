@@ -15,6 +15,7 @@ after, so the table stays the one source of names.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from polyglot.errors import ConversionError
+from polyglot import models
+from polyglot.errors import ConfigError, ConversionError
 from polyglot.models import encoder
 from polyglot.models.config import EncoderConfig
 
@@ -42,6 +44,9 @@ HF_ARCHITECTURES = {
 TIED = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias"}
 IGNORED_PREFIXES = ("roberta.pooler.",)
+# A classifier's output bias: its length is the label count.
+LABEL_BIASES = {"sequence_classification": "classifier.out_proj.bias",
+                "token_classification": "classifier.bias"}
 # Buffers, not parameters, that older transformers versions saved with the weights.
 BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -209,21 +214,28 @@ def detect_head(state: Mapping[str, np.ndarray]) -> str:
   return "encoder"
 
 
-def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> Params:
-  """HF state dict -> polyglot parameters in the layout of `cfg` (stacked if `scan_layers`);
-  every expected tensor must be there, shaped right."""
+def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str, *,
+            num_labels: int | None = None, origins: Mapping[str, str] | None = None
+            ) -> Params:
+  """HF state dict -> polyglot parameters in the layout of `cfg` (stacked if `scan_layers`).
+
+  Every expected tensor must be there with the shape `cfg` gives it, checked before any
+  reshape; a classifier has `num_labels` labels, or as many as its weights hold. `origins`
+  names the file each tensor came from, for the errors.
+  """
   state = normalize_names(state)
   rows = mapping(cfg, head)
-  expected = {h for _, h, _ in rows}
-  params: Params = {}
-  for path, name, transform in rows:
+  for _, name, _ in rows:
     if name not in state:
       raise ConversionError(f"HF tensor {name} is missing; the weights do not hold a {head} "
                             f"model (found head: {detect_head(state)})")
-    value = transform.to_ours(np.asarray(state[name]), cfg)
-    _set(params, path, value)
+  _check_shapes(state, expected_shapes(cfg, head, num_labels or _num_labels(state, head)),
+                normalize_names(origins or {}))
+  params: Params = {}
+  for path, name, transform in rows:
+    _set(params, path, transform.to_ours(np.asarray(state[name]), cfg))
   _check_tied(state, head)
-  _check_shapes(params, cfg, head)
+  expected = {h for _, h, _ in rows}
   unused = sorted(k for k in state if k not in expected and k not in TIED
                   and not k.startswith(IGNORED_PREFIXES) and not k.endswith(BUFFERS)
                   and _head_of(k) is None)
@@ -231,6 +243,24 @@ def from_hf(state: Mapping[str, np.ndarray], cfg: EncoderConfig, head: str) -> P
     raise ConversionError(f"HF tensors {unused[:5]} have no polyglot counterpart; "
                           "is this an XLM-R checkpoint of the given config?")
   return to_model_layout(params, cfg)
+
+
+def expected_shapes(cfg: EncoderConfig, head: str, num_labels: int | None = None
+                    ) -> dict[str, tuple[int, ...]]:
+  """HF tensor name -> the shape a `head` model of `cfg` (with `num_labels`) gives it."""
+  rows = mapping(cfg, head)
+  kind = "masked_lm" if head == "encoder" else head  # its encoder rows are the bare encoder's
+  model = nnx.eval_shape(lambda: models.build(kind, cfg.replace(scan_layers=False),
+                                              rngs=nnx.Rngs(0), num_labels=num_labels))
+  ours = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return {name: jax.eval_shape(lambda x, t=transform: t.to_hf(x, cfg), _get(ours, path)).shape
+          for path, name, transform in rows}
+
+
+def _num_labels(state: Mapping[str, np.ndarray], head: str) -> int | None:
+  """A classifier's label count as its weights hold it (the length of its output bias)."""
+  bias = LABEL_BIASES.get(head)
+  return max(1, int(np.size(state[bias]))) if bias else None
 
 
 def _head_of(name: str) -> str | None:
@@ -250,17 +280,15 @@ def _check_tied(state: Mapping[str, np.ndarray], head: str) -> None:
                             "is tied to the word embeddings (untied decoders are unsupported)")
 
 
-def _check_shapes(params: Params, cfg: EncoderConfig, head: str) -> None:
-  d, v = cfg.hidden_size, cfg.vocab_size
-  expect = {("encoder", "embeddings", "word"): (v, d),
-            ("encoder", "embeddings", "position"): (cfg.num_positions, d),
-            ("encoder", "embeddings", "token_type"): (cfg.type_vocab_size, d),
-            ("encoder", "layers", 0, "feed_forward", "wi", "kernel"): (d, cfg.mlp_dim)}
-  for path, shape in expect.items():
-    got = _get(params, path).shape
-    if got != shape:
-      raise ConversionError(f"HF weights give {'/'.join(map(str, path))} shape {got}, the "
-                            f"config expects {shape}; pass the config that matches the weights")
+def _check_shapes(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
+                  origins: Mapping[str, str]) -> None:
+  for name, want in expected.items():
+    got = np.shape(state[name])
+    if got != want:
+      where = f" in {origins[name]}" if name in origins else ""
+      raise ConversionError(f"HF tensor {name}{where} has shape {got}, the config expects "
+                            f"{want}: fix the config (config.json: sizes, id2label) to match "
+                            "the weights")
 
 
 def config_to_hf(cfg: EncoderConfig, head: str = "masked_lm",
@@ -286,30 +314,78 @@ def config_to_hf(cfg: EncoderConfig, head: str = "masked_lm",
   return out
 
 
-def config_from_hf(hf: Mapping[str, Any], **overrides) -> EncoderConfig:
-  """An `EncoderConfig` from an HF config dict (`config.json`); refuses what XLM-R is not."""
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+_COUNT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+_ID = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+_RATE = (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)")
+_EPS = (lambda v: _is_real(v) and v > 0, "a number > 0")
+_STD = (lambda v: _is_real(v) and v >= 0, "a number >= 0")
+# The config.json fields polyglot reads: name -> (default, None when required; valid values).
+HF_CONFIG_FIELDS = {
+    "vocab_size": (None, _COUNT), "hidden_size": (None, _COUNT),
+    "num_hidden_layers": (None, _COUNT), "num_attention_heads": (None, _COUNT),
+    "intermediate_size": (None, _COUNT), "max_position_embeddings": (None, _COUNT),
+    "type_vocab_size": (1, _COUNT), "layer_norm_eps": (1e-5, _EPS),
+    "hidden_dropout_prob": (0.1, _RATE), "attention_probs_dropout_prob": (0.1, _RATE),
+    "initializer_range": (0.02, _STD),
+    "bos_token_id": (0, _ID), "pad_token_id": (1, _ID), "eos_token_id": (2, _ID),
+}
+
+
+def _config_fields(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """The `HF_CONFIG_FIELDS` of `hf`, defaults filled in; a ConversionError names the first one
+  that is missing or invalid in `source` (the file, for the message)."""
+  values = {}
+  for name, (default, (valid, rule)) in HF_CONFIG_FIELDS.items():
+    if name not in hf and default is None:
+      raise ConversionError(f"{source} lacks {name!r}: is it an XLM-R config.json? add the "
+                            "field as save_pretrained writes it")
+    value = hf.get(name, default)
+    if not valid(value):
+      raise ConversionError(f"{source} field {name}={value!r} is invalid: use {rule}")
+    values[name] = value
+  return values
+
+
+def config_from_hf(hf: Mapping[str, Any], *, source: str = "the HF config",
+                   **overrides) -> EncoderConfig:
+  """An `EncoderConfig` from an HF config dict (`config.json`, named `source` in errors);
+  refuses what XLM-R is not and fields of the wrong type or range."""
   if hf.get("hidden_act", "gelu") != "gelu":
-    raise ConversionError(f"hidden_act={hf['hidden_act']!r} is unsupported; polyglot's xlmr "
-                          "family uses exact GELU ('gelu')")
+    raise ConversionError(f"{source} has hidden_act={hf['hidden_act']!r}, which is "
+                          "unsupported; polyglot's xlmr family uses exact GELU ('gelu')")
   if hf.get("position_embedding_type", "absolute") != "absolute":
-    raise ConversionError(f"position_embedding_type={hf['position_embedding_type']!r} is "
-                          "unsupported; use 'absolute' (XLM-R)")
-  pad = int(hf.get("pad_token_id", 1))
+    raise ConversionError(f"{source} has position_embedding_type="
+                          f"{hf['position_embedding_type']!r}, which is unsupported; use "
+                          "'absolute' (XLM-R)")
+  f = _config_fields(hf, source)
+  if f["max_position_embeddings"] < f["pad_token_id"] + 4:
+    raise ConversionError(f"{source} field max_position_embeddings="
+                          f"{f['max_position_embeddings']} is invalid: positions start after "
+                          f"pad_token_id={f['pad_token_id']}, so use at least "
+                          f"{f['pad_token_id'] + 4} (XLM-R: 514)")
   try:
     return EncoderConfig(
-        vocab_size=int(hf["vocab_size"]), hidden_size=int(hf["hidden_size"]),
-        num_layers=int(hf["num_hidden_layers"]), num_heads=int(hf["num_attention_heads"]),
-        mlp_dim=int(hf["intermediate_size"]),
-        max_len=int(hf["max_position_embeddings"]) - pad - 1,
-        type_vocab_size=int(hf.get("type_vocab_size", 1)),
-        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
-        bos_id=int(hf.get("bos_token_id", 0)), pad_id=pad, eos_id=int(hf.get("eos_token_id", 2)),
+        vocab_size=f["vocab_size"], hidden_size=f["hidden_size"],
+        num_layers=f["num_hidden_layers"], num_heads=f["num_attention_heads"],
+        mlp_dim=f["intermediate_size"],
+        max_len=f["max_position_embeddings"] - f["pad_token_id"] - 1,
+        type_vocab_size=f["type_vocab_size"], layer_norm_eps=float(f["layer_norm_eps"]),
+        dropout_rate=float(f["hidden_dropout_prob"]),
+        attention_dropout_rate=float(f["attention_probs_dropout_prob"]),
+        initializer_range=float(f["initializer_range"]),
+        bos_id=f["bos_token_id"], pad_id=f["pad_token_id"], eos_id=f["eos_token_id"],
         **overrides)
-  except KeyError as e:
-    raise ConversionError(f"HF config lacks {e.args[0]!r}; is it an XLM-R config.json?") from e
+  except ConfigError as e:
+    raise ConversionError(f"{source} describes no valid model ({e}): fix the file") from None
 
 
 def params_of(model: Any) -> Params:

@@ -22,11 +22,7 @@ import os
 import pickle
 from typing import Any, Callable, NamedTuple
 
-import jax
-import numpy as np
-from flax import nnx
-
-from polyglot import api, paths
+from polyglot import paths
 from polyglot.convert import files, hf, tokenizer
 from polyglot.data.vocab import HF_MODEL_FILENAME, Vocabulary
 from polyglot.errors import ConversionError, DataError
@@ -50,13 +46,15 @@ def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
   """Converts the XLM-R model in `hf_dir` into step 0 of a polyglot checkpoint in `output_dir`."""
   hf_dir = paths.Path(paths.resolve(hf_dir))
   if not hf_dir.is_dir():
-    raise ConversionError(f"Hugging Face directory {hf_dir} does not exist: pass a local folder "
+    problem = "is a file" if hf_dir.exists() else "does not exist"
+    raise ConversionError(f"Hugging Face directory {hf_dir} {problem}: pass a local folder "
                           f"holding {CONFIG}, {SAFETENSORS} and {HF_MODEL_FILENAME}")
   out = files.check_output(output_dir, overwrite=overwrite, source=hf_dir)
   hf_config = read_config(hf_dir)
-  cfg = hf.config_from_hf(hf_config)
+  cfg = hf.config_from_hf(hf_config, source=str(hf_dir / CONFIG))
   vocab = read_vocabulary(hf_dir, cfg)
-  state = hf.normalize_names(read_weights(hf_dir))
+  weights, origins = read_weights(hf_dir)
+  state = hf.normalize_names(weights)
   kind = hf.detect_head(state)
   if kind == "encoder":
     raise ConversionError(f"the weights in {hf_dir} are a bare XLMRobertaModel without a head; "
@@ -64,10 +62,11 @@ def import_hf(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                           "XLMRobertaForMaskedLM (or a fine-tuned XLMRobertaFor*) instead")
   meta = {"model_kind": kind, "model_config": cfg.to_dict(),
           "origin": f"converted from Hugging Face {hf_dir}"}
-  if kind in CLASSIFIERS:
-    meta["labels"] = read_labels(hf_config, hf_dir)
-  params = hf.from_hf(state, cfg, kind)
-  check_shapes(params, meta, hf_dir)
+  labels = read_labels(hf_config, hf_dir) if kind in CLASSIFIERS else None
+  if labels:
+    meta["labels"] = labels
+  params = hf.from_hf(state, cfg, kind, num_labels=len(labels) if labels else None,
+                      origins=origins)
   files.save_checkpoint(out, params, vocab, meta)
   return Imported(out, kind, cfg)
 
@@ -108,7 +107,7 @@ def read_labels(hf_config: dict[str, Any], hf_dir: paths.Path) -> list[str]:
   id2label = hf_config.get("id2label") or {}
   try:
     labels = [str(id2label[str(i)]) for i in range(len(id2label))]
-  except KeyError:
+  except (KeyError, TypeError):  # TypeError: not a JSON object
     labels = []
   if not labels:
     raise ConversionError(f"{hf_dir / CONFIG} has id2label {id2label}: a classification model "
@@ -116,30 +115,44 @@ def read_labels(hf_config: dict[str, Any], hf_dir: paths.Path) -> list[str]:
   return labels
 
 
-def read_weights(hf_dir: paths.Path) -> hf.StateDict:
-  """The state dict of `hf_dir`: safetensors first, PyTorch pickles of tensors otherwise."""
+def read_weights(hf_dir: paths.Path) -> tuple[hf.StateDict, dict[str, str]]:
+  """The state dict of `hf_dir` (safetensors first, PyTorch pickles of tensors otherwise) and
+  the file each tensor came from."""
   for name, reader in ((SAFETENSORS, _read_safetensors), (PYTORCH, _read_pytorch)):
     if (hf_dir / name).is_file():
-      return reader(hf_dir / name)
+      return _read_files([hf_dir / name], reader)
     index = hf_dir / (name + INDEX_SUFFIX)
     if index.is_file():
-      return _read_shards(index, reader)
+      return _read_files(_shards(index), reader)
   raise ConversionError(f"{hf_dir} holds no weights: expected {SAFETENSORS} (or {PYTORCH}, or "
                         f"shards with their {INDEX_SUFFIX})")
 
 
-def _read_shards(index: paths.Path, reader: Callable[[paths.Path], hf.StateDict]
-                 ) -> hf.StateDict:
-  shards = sorted(set(files.read_json(index).get("weight_map", {}).values()))
+def _shards(index: paths.Path) -> list[paths.Path]:
+  """The shard files a sharded checkpoint's index lists, each checked to be there."""
+  weight_map = files.read_json(index).get("weight_map", {})
+  if not isinstance(weight_map, dict) or not all(isinstance(v, str)
+                                                 for v in weight_map.values()):
+    raise ConversionError(f"{index} has a weight_map that is not tensor name -> shard file "
+                          "name: restore the file")
+  shards = sorted(set(weight_map.values()))
   if not shards:
     raise ConversionError(f"{index} lists no shards in its weight_map: restore the file")
-  state: hf.StateDict = {}
   for shard in shards:
-    path = index.parent / shard
-    if not path.is_file():
+    if not (index.parent / shard).is_file():
       raise ConversionError(f"{index} lists {shard}, which is missing: copy every shard")
-    state.update(reader(path))
-  return state
+  return [index.parent / shard for shard in shards]
+
+
+def _read_files(weight_files: list[paths.Path], reader: Callable[[paths.Path], hf.StateDict]
+                ) -> tuple[hf.StateDict, dict[str, str]]:
+  state: hf.StateDict = {}
+  origins: dict[str, str] = {}
+  for path in weight_files:
+    tensors = reader(path)
+    state.update(tensors)
+    origins.update(dict.fromkeys(tensors, str(path)))
+  return state, origins
 
 
 def _numpy(tensors) -> hf.StateDict:
@@ -166,9 +179,13 @@ def _read_pytorch(path: paths.Path) -> hf.StateDict:
   try:
     state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
+    reason = _unpickling_reason(e)
+    if "GLOBAL" not in str(e):  # no code or class refused: the bytes are damaged
+      raise ConversionError(f"{path} is not a readable PyTorch state dict ({reason}): copy it "
+                            "again") from None
     raise ConversionError(f"{path} holds objects other than tensors, which polyglot never "
-                          f"unpickles ({str(e).splitlines()[0]}): convert it to safetensors "
-                          "with a tool you trust") from None
+                          f"unpickles ({reason}): convert it to safetensors with a tool you "
+                          "trust") from None
   except (RuntimeError, EOFError, OSError) as e:
     raise ConversionError(f"{path} is not a readable PyTorch state dict ({e}): copy it "
                           "again") from None
@@ -178,15 +195,12 @@ def _read_pytorch(path: paths.Path) -> hf.StateDict:
   return _numpy(state)
 
 
-def check_shapes(params: hf.Params, meta: dict[str, Any], hf_dir: paths.Path) -> None:
-  """ConversionError unless `params` fit the model that `meta` builds (what polyglot.load does)."""
-  model = nnx.eval_shape(lambda: api.build_from_meta(meta, nnx.Rngs(0)))
-  want = {jax.tree_util.keystr(p): x.shape
-          for p, x in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model)))}
-  got = {jax.tree_util.keystr(p): np.shape(x)
-         for p, x in jax.tree_util.tree_leaves_with_path(params)}
-  for key in sorted(want.keys() | got.keys()):
-    if want.get(key) != got.get(key):
-      raise ConversionError(f"the weights in {hf_dir} give {key} shape {got.get(key)}, the model "
-                            f"{CONFIG} describes expects {want.get(key)}: fix {CONFIG} (sizes, "
-                            "id2label) to match the weights")
+def _unpickling_reason(e: pickle.UnpicklingError) -> str:
+  """The line of torch's weights-only refusal that says what it refused: the GLOBAL (code or a
+  class) it would not load, else the opcode it could not read."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  refused = [l for l in lines if "GLOBAL" in l]
+  if refused:
+    return refused[0].removeprefix("WeightsUnpickler error: ").split(". Please")[0]
+  boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+  return next((l for l in lines if not l.startswith(boilerplate)), lines[0] if lines else "")

@@ -50,13 +50,21 @@ def check(directory: pathlib.Path, vocab: Vocabulary) -> None:
   if mask != MASK_PIECE:
     raise ConversionError(f"{directory / TOKENIZER_CONFIG} has mask_token {mask!r}, XLM-R's "
                           f"is {MASK_PIECE!r}: only XLM-R tokenizers convert")
-  added = {t.get("content"): t.get("id")
-           for t in files.read_json(directory / TOKENIZER_JSON).get("added_tokens", [])}
+  added = _added_tokens(directory / TOKENIZER_JSON)
   if added and added.get(MASK_PIECE) != vocab.mask_id:
     raise ConversionError(f"{directory / TOKENIZER_JSON} puts {MASK_PIECE} at id "
                           f"{added.get(MASK_PIECE)}, but XLM-R's layout over "
                           f"{HF_MODEL_FILENAME} puts it last, at {vocab.mask_id}: only XLM-R "
                           "tokenizers convert")
+
+
+def _added_tokens(path: pathlib.Path) -> dict[Any, Any]:
+  """Content -> id of the `added_tokens` of a `tokenizer.json` ({} when the file is absent)."""
+  tokens = files.read_json(path).get("added_tokens", [])
+  if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+    raise ConversionError(f"{path} has added_tokens that are not a list of token objects: "
+                          "restore the file from the model's source")
+  return {t.get("content"): t.get("id") for t in tokens}
 
 
 def _content(token: Any) -> Any:

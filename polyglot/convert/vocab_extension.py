@@ -26,6 +26,7 @@ Shapes: v=old vocabulary, n=new pieces, d=embed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import NamedTuple, Sequence
 
@@ -54,8 +55,10 @@ class ExtensionConfig:
   def __post_init__(self):
     if self.init not in INITS:
       raise ConfigError(f"ExtensionConfig.init={self.init!r} is invalid: use one of {INITS}")
-    if not self.init_std > 0:
+    if not (self.init_std > 0 and math.isfinite(self.init_std)):
       raise ConfigError(f"ExtensionConfig.init_std={self.init_std} is invalid: use > 0 (0.02)")
+    if self.seed < 0:
+      raise ConfigError(f"ExtensionConfig.seed={self.seed} is invalid: use an integer >= 0")
 
 
 class Extended(NamedTuple):
@@ -125,21 +128,34 @@ def resize(params: hf.Params, base: Vocabulary, added: Sequence[str],
   return params
 
 
-def extend_checkpoint(checkpoint_dir: str | os.PathLike, new: Vocabulary,
-                      output_dir: str | os.PathLike, cfg: ExtensionConfig = ExtensionConfig(),
-                      *, step: int | None = None, overwrite: bool = False) -> Extended:
-  """Writes step 0 of a checkpoint: the MLM model of `checkpoint_dir` with `new`'s pieces."""
-  out = files.check_output(output_dir, overwrite=overwrite, source=checkpoint_dir)
+def load_base(checkpoint_dir: str | os.PathLike, step: int | None = None) -> api.Loaded:
+  """The masked_lm checkpoint to extend; tools load it before training a vocabulary, so that
+  a wrong checkpoint is refused first."""
   loaded = api.load(os.fspath(checkpoint_dir), step)
   kind = loaded.meta.get("model_kind", "masked_lm")
   if kind != "masked_lm":
     raise ConversionError(f"checkpoint {checkpoint_dir} holds a {kind} model: vocabulary "
                           "extension prepares MLM pretraining; extend a masked_lm checkpoint")
-  merged, added = merge(loaded.vocab, new)
-  params = resize(hf.params_of(loaded.model), loaded.vocab, added, cfg)
-  model_cfg = loaded.config.replace(vocab_size=merged.vocab_size)
-  meta = {"model_kind": kind, "model_config": model_cfg.to_dict(),
-          "origin": (f"{paths.resolve(checkpoint_dir)} step {loaded.step} with "
+  return loaded
+
+
+def extend(base: api.Loaded, base_dir: str | os.PathLike, new: Vocabulary, out: str,
+           cfg: ExtensionConfig = ExtensionConfig()) -> Extended:
+  """Writes step 0 of a checkpoint in `out` (checked by `files.check_output`): the model
+  `base` (loaded from `base_dir`) with `new`'s pieces."""
+  merged, added = merge(base.vocab, new)
+  params = resize(hf.params_of(base.model), base.vocab, added, cfg)
+  model_cfg = base.config.replace(vocab_size=merged.vocab_size)
+  meta = {"model_kind": "masked_lm", "model_config": model_cfg.to_dict(),
+          "origin": (f"{paths.resolve(base_dir)} step {base.step} with "
                      f"{len(added)} pieces of {new.name} ({cfg.init} init)")}
   files.save_checkpoint(out, params, merged, meta)
   return Extended(out, len(added), merged.vocab_size)
+
+
+def extend_checkpoint(checkpoint_dir: str | os.PathLike, new: Vocabulary,
+                      output_dir: str | os.PathLike, cfg: ExtensionConfig = ExtensionConfig(),
+                      *, step: int | None = None, overwrite: bool = False) -> Extended:
+  """Writes step 0 of a checkpoint: the MLM model of `checkpoint_dir` with `new`'s pieces."""
+  out = files.check_output(output_dir, overwrite=overwrite, source=checkpoint_dir)
+  return extend(load_base(checkpoint_dir, step), checkpoint_dir, new, out, cfg)

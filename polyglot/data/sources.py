@@ -16,7 +16,11 @@ mtime, so registering hundreds of languages again costs a stat per file.
 Bad input is refused at registration with a one-line `DataError`: a missing
 directory, a file name that is no language tag, two files of one language, an
 empty file, bytes that are not UTF-8 (with the line number; polyglot does not
-guess encodings: re-encode the file).
+guess encodings: re-encode the file), a `.gz` or `.xz` file whose stream is
+damaged or cut short. That last check costs nothing extra: the pass above
+decompresses each file whole and Python's readers check every CRC and the
+end-of-stream marker; TensorFlow's gzip reader would otherwise fail inside
+tf.data in the middle of a run, or stop early without an error at a cut.
 
 - embedded: `gflanguages` sample texts (UDHR excerpts in ~630 living
   languages), shipped with the package, so demos and tests need no download.
@@ -33,6 +37,7 @@ guess encodings: re-encode the file).
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -42,7 +47,8 @@ import math
 import os
 import re
 import shutil
-from typing import Mapping, Sequence
+import zlib
+from typing import Iterator, Mapping, Sequence
 
 from polyglot import _env, paths
 from polyglot.data import cache, languages
@@ -222,7 +228,8 @@ def discover_text_files(directory: str | os.PathLike) -> dict[str, paths.Path]:
   (a local path or a URL)."""
   directory = paths.Path(paths.resolve(directory))
   if not directory.is_dir():
-    raise DataError(f"text directory {directory} does not exist: pass a directory holding "
+    problem = "is a file" if directory.exists() else "does not exist"
+    raise DataError(f"text directory {directory} {problem}: pass a directory holding "
                     "one <language>.txt file per language (e.g. sw.txt, swh_Latn.txt)")
   found: dict[str, paths.Path] = {}
   for path in sorted(directory.iterdir(), key=lambda p: p.name):
@@ -251,13 +258,31 @@ def _open_binary(path: paths.Path):
   return raw
 
 
+# What Python's gzip and lzma raise for a stream that is damaged, cut short or not compressed.
+_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError)
+
+
+@contextlib.contextmanager
+def _decompressing(path: paths.Path) -> Iterator[None]:
+  """Turns a damaged stream of the compressed `path`, read in the block, into a DataError."""
+  try:
+    yield
+  except _STREAM_ERRORS as e:
+    tool = {".gz": "gzip", ".xz": "xz"}[path.suffix]
+    reason = str(e) or type(e).__name__
+    raise DataError(f"text file {path} is not a readable {tool} stream ({reason}): it is "
+                    f"damaged or cut short; check it with `{tool} -t`, then download or "
+                    "compress it again") from None
+
+
 def _scan(path: paths.Path, validation_every: int) -> TextStats:
   """Counts bytes and non-blank lines, checks UTF-8, finds the held-out block.
 
-  Blank means ASCII whitespace only, as for `tf.strings.strip` in the pipeline.
+  Blank means ASCII whitespace only, as for `tf.strings.strip` in the pipeline. A compressed
+  file is decompressed whole here, which checks its stream (see the module docstring).
   """
   num_bytes = num_lines = 0
-  with _open_binary(_readable_path(path)) as f:
+  with _decompressing(path), _open_binary(_readable_path(path)) as f:
     for line_no, line in enumerate(f, 1):
       try:
         line.decode("utf-8")
@@ -300,8 +325,12 @@ def _readable_path(path: paths.Path) -> paths.Path:
   plain = cache.cache_dir("decompressed") / f"{path.name[:-3]}.{key}"
   if not plain.exists():
     tmp = plain.with_name(f".{plain.name}.partial")
-    with _open_binary(path) as src, open(tmp, "wb") as dst:
-      shutil.copyfileobj(src, dst, 1 << 24)
+    try:
+      with _decompressing(path), _open_binary(path) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    except DataError:
+      tmp.unlink(missing_ok=True)  # no partial copy left in the cache
+      raise
     tmp.replace(plain)
   return paths.Path(plain)
 

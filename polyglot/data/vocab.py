@@ -49,6 +49,7 @@ HF_MODEL_FILENAME = "sentencepiece.bpe.model"  # what XLMRobertaTokenizer loads 
 WORD_START = "\u2581"  # SentencePiece's word-boundary marker
 # SentencePiece's own ids in the model file: unk, bos, eos (its defaults), no pad.
 _SPM_LAYOUT = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1}
+_SPM_MAX = 2**31 - 1  # SentencePiece's trainer reads vocab_size as a 32-bit int
 
 
 def _check_model(proto: sentencepiece_model_pb2.ModelProto, name: str) -> None:
@@ -231,9 +232,9 @@ class VocabConfig:
 
   def __post_init__(self):
     c = "VocabConfig"
-    if self.vocab_size < FIRST_PIECE_ID + 100:
+    if not FIRST_PIECE_ID + 100 <= self.vocab_size <= _SPM_MAX:
       raise ConfigError(f"{c}.vocab_size={self.vocab_size} is invalid: use at least "
-                        f"{FIRST_PIECE_ID + 100}")
+                        f"{FIRST_PIECE_ID + 100} (and at most {_SPM_MAX})")
     if not 0.9 <= self.character_coverage <= 1.0:
       raise ConfigError(f"{c}.character_coverage={self.character_coverage} is invalid: use a "
                         "value in [0.9, 1] (0.9995 for many scripts, 1.0 for small alphabets)")
@@ -241,6 +242,9 @@ class VocabConfig:
       raise ConfigError(f"{c}.sample_size={self.sample_size} is invalid: use >= 1 sentences")
     if self.num_threads < 1:
       raise ConfigError(f"{c}.num_threads={self.num_threads} is invalid: use >= 1")
+    if not 0 <= self.seed < 2**32:
+      raise ConfigError(f"{c}.seed={self.seed} is invalid: use an integer in [0, 2**32) "
+                        "(SentencePiece's seed is unsigned 32-bit)")
 
 
 def train(texts: Iterable[str], cfg: VocabConfig = VocabConfig()) -> Vocabulary:
@@ -285,7 +289,12 @@ def train_from_mixture(mixture_or_task_name: str, cfg: VocabConfig = VocabConfig
   rates = ([provider.get_rate(t) for t in tasks] if isinstance(provider, seqio.Mixture)
            else [1.0])
   datasets = [sources.text_lines(t.source.get_dataset("train", shuffle=False)) for t in tasks]
-  return train(sample_texts(datasets, rates, cfg.sample_size, cfg.seed), cfg)
+  try:
+    texts = sample_texts(datasets, rates, cfg.sample_size, cfg.seed)
+  except MemoryError:
+    raise DataError(f"a sample of {cfg.sample_size} sentences does not fit in memory: lower "
+                    "sample_size") from None
+  return train(texts, cfg)
 
 
 def default_vocabulary() -> Vocabulary:
