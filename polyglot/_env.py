@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -52,13 +53,30 @@ def _not_orbax(record: logging.LogRecord) -> bool:
   return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
-def _without_closed_loop_noise(hook):
-  """`hook` (sys.unraisablehook) minus "Event loop is closed": TensorStore calling back into
-  the event loop of an Orbax save or restore that has already failed (and raised), printed
-  once per array."""
+def _from_orbax(tb) -> bool:
+  while tb is not None:
+    if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def _not_orphaned_task(record: logging.LogRecord) -> bool:
+  """Drops asyncio's "<Task, Future, _GatheringFuture> exception was never retrieved": in
+  polyglot's entry points only Orbax (TensorStore) and fsspec run event loops, and they leave
+  the reads and writes still in flight when their first error ends an operation, an error
+  that reaches polyglot as that operation's exception."""
+  return "exception was never retrieved" not in record.getMessage()
+
+
+def _without_failed_io_noise(hook):
+  """`hook` (sys.unraisablehook) minus the leftovers of an Orbax save or restore that has
+  already failed (and raised): TensorStore calling back into its ended event loop ("Event
+  loop is closed"), and its read coroutines finalized with their own copy of the error."""
   def unraisablehook(unraisable):
     value = unraisable.exc_value
-    if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+    closed_loop = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+    if not (closed_loop or _from_orbax(unraisable.exc_traceback)):
       hook(unraisable)
   return unraisablehook
 
@@ -66,11 +84,19 @@ def _without_closed_loop_noise(hook):
 def quiet_libraries() -> None:
   """Entry points: other libraries log errors only, and Orbax none: every failure of a save
   or restore reaches polyglot as an exception and is reported once, as one line (Orbax also
-  logs it from each of its threads, with tracebacks)."""
+  logs it from each of its threads, asyncio for each read still in flight, TensorStore for
+  each callback into the ended event loop, Python for each read never started, all with
+  tracebacks)."""
   for name in NOISY_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
   absl = logging.getLogger("absl")
   if _not_orbax not in absl.filters:
     absl.addFilter(_not_orbax)
+  orphans = logging.getLogger("asyncio")
+  if _not_orphaned_task not in orphans.filters:
+    orphans.addFilter(_not_orphaned_task)
   if sys.unraisablehook is sys.__unraisablehook__:
-    sys.unraisablehook = _without_closed_loop_noise(sys.unraisablehook)
+    sys.unraisablehook = _without_failed_io_noise(sys.unraisablehook)
+  # The same reads, never started when the operation ended (polyglot has no coroutines).
+  warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
+                          category=RuntimeWarning)

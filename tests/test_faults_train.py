@@ -9,6 +9,7 @@ call `polyglot.train.main` in-process.
 """
 import glob
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -369,9 +370,19 @@ def test_damaged_checkpoint_in_a_command_is_one_line(finished, tmp_path, command
 # ---- bad input: one line, exit code, nothing written or lost ----
 
 def main(argv, capsys) -> tuple[int, str]:
-  """`python -m polyglot.train ARGV` in this process: (exit code, stderr)."""
+  """`python -m polyglot.train ARGV` in this process: (exit code, stderr). The process-wide
+  state an entry point sets (root log handlers on this test's captured stderr, the locked
+  gin config) is put back for the tests that follow."""
+  import gin  # pylint: disable=g-import-not-at-top
   from polyglot import train  # pylint: disable=g-import-not-at-top
-  code = train.main([*BASE, *argv])
+  root = logging.getLogger()
+  handlers, level = root.handlers[:], root.level
+  try:
+    code = train.main([*BASE, *argv])
+  finally:
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    gin.clear_config()
   return code, capsys.readouterr().err
 
 

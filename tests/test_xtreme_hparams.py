@@ -33,21 +33,13 @@ def test_invalid_values_name_the_field(cls, field, value):
     cls(**{field: value})
 
 
-def _configurable(cls):
-  """The gin configurable for `cls`, registered here unless
-  polyglot/configurables.py already did (gin keeps one registry per process)."""
-  try:
-    return gin.get_configurable(cls)
-  except ValueError:
-    return gin.external_configurable(cls)
-
-
 @pytest.fixture
 def parsed_gin():
-  task_hp, retrieval_hp = _configurable(TaskHparams), _configurable(RetrievalHparams)
+  """gin/eval/xtreme.gin parsed alone; the settings classes as polyglot registers them."""
+  from polyglot import configurables  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin.parse_config_file(str(GIN_FILE), skip_unknown=False)
-  yield task_hp, retrieval_hp
+  yield configurables.TaskHparams, configurables.RetrievalHparams
   gin.clear_config()
 
 
