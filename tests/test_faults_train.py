@@ -58,9 +58,11 @@ def run(cache, workdir, *extra, timeout=600) -> subprocess.CompletedProcess:
                         capture_output=True, text=True)
 
 
-def start(cache, workdir, *extra) -> subprocess.Popen:
+def start(cache, workdir, stderr, *extra) -> subprocess.Popen:
+  """A run in the background: stdout piped (read it with a StepWatcher), stderr to the open
+  file `stderr`."""
   return subprocess.Popen(train_cmd(workdir, *extra), cwd=REPO, env=env(cache), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          stdout=subprocess.PIPE, stderr=stderr)
 
 
 class StepWatcher:
@@ -142,10 +144,12 @@ def test_sigkill_at_random_points_resumes_bit_identical(compile_cache, uninterru
   uninterrupted run's, and metrics.jsonl lists each step once."""
   rng = np.random.default_rng(0)
   args = (f"--gin.NUM_STEPS={KILL_STEPS}", "--gin.CheckpointConfig.save_every=2")
+  workdir = tmp_path / "run"
   targets = sorted(rng.choice(np.arange(2, KILL_STEPS - 4), size=10, replace=False))
   kills = 0
-  for target in targets:
-    proc = start(compile_cache, tmp_path, *args)
+  for i, target in enumerate(targets):
+    with open(tmp_path / f"stderr.{i}", "w") as stderr:
+      proc = start(compile_cache, workdir, stderr, *args)
     watcher = StepWatcher(proc)
     if watcher.wait_for(int(target)):
       time.sleep(rng.uniform(0.0, 0.2))
@@ -154,43 +158,74 @@ def test_sigkill_at_random_points_resumes_bit_identical(compile_cache, uninterru
     else:
       proc.wait()
     watcher.stdout()
-    proc.stderr.close()
   assert kills >= 8, kills
-  final = run(compile_cache, tmp_path, *args)
+  final = run(compile_cache, workdir, *args)
   assert final.returncode == 0, final.stderr[-3000:]
   assert "resumed from step" in final.stderr
-  assert not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
-  ours, ref = train_losses(tmp_path), train_losses(uninterrupted)
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  ours, ref = train_losses(workdir), train_losses(uninterrupted)
   assert sorted(ours) == list(range(1, KILL_STEPS + 1))
   assert ours == ref
-  for a, b in zip(params(tmp_path, KILL_STEPS), params(uninterrupted, KILL_STEPS)):
+  for a, b in zip(params(workdir, KILL_STEPS), params(uninterrupted, KILL_STEPS)):
     np.testing.assert_array_equal(a, b)
 
 
 # ---- two runs in one workdir; preemption ----
 
-def test_two_runs_in_one_workdir(compile_cache, tmp_path):
-  """The second run exits at once naming the first (pid, host); the first goes on, and on
-  SIGTERM saves, says it stopped (not done) and exits 0; metrics.jsonl has no duplicates."""
+@pytest.fixture(scope="module")
+def two_runs(compile_cache, tmp_path_factory):
+  """A long run, a second run started in its workdir while it trains, then SIGTERM to the
+  first: (workdir, first run's pid, its exit code, stdout, stderr, the second run)."""
+  logs = tmp_path_factory.mktemp("two_runs_logs")
+  workdir = tmp_path_factory.mktemp("two_runs")
   args = ("--gin.NUM_STEPS=100000", "--gin.CheckpointConfig.save_every=100000")
-  first = start(compile_cache, tmp_path, *args)
+  with open(logs / "stderr", "w") as stderr:
+    first = start(compile_cache, workdir, stderr, *args)
   watcher = StepWatcher(first)
   try:
     assert watcher.wait_for(1)
-    second = run(compile_cache, tmp_path, *args)
-    line = assert_one_line_error(second.returncode, second.stderr, f"pid {first.pid}",
-                                 "is in use by", "polyglot.lock", expect_code=1)
-    assert str(tmp_path) in line
+    second = run(compile_cache, workdir, *args)
     assert first.poll() is None  # the first run was not disturbed
   finally:
     first.send_signal(signal.SIGTERM)
-    err = first.communicate(timeout=300)[1]
-  out = watcher.stdout()
-  assert first.returncode == 0, err[-3000:]
+    first.wait(timeout=300)
+  return (workdir, first.pid, first.returncode, watcher.stdout(),
+          (logs / "stderr").read_text(), second)
+
+
+def test_two_runs_in_one_workdir(two_runs):
+  """The second run exits at once with one line naming the first (pid, host, lock file)."""
+  workdir, pid, _, _, _, second = two_runs
+  line = assert_one_line_error(second.returncode, second.stderr, f"pid {pid}", "is in use by",
+                               "polyglot.lock", expect_code=1)
+  assert str(workdir) in line
+
+
+def test_preempted_run_prints_stopped_not_done(two_runs):
+  """SIGTERM: the run saves, says it stopped (not done), exits 0 and releases the lock;
+  metrics.jsonl lists each step once."""
+  workdir, _, code, out, err, _ = two_runs
+  assert code == 0, err[-3000:]
   assert "stopped:" in out and "done:" not in out, out[-2000:]
-  assert len(committed_steps(tmp_path)) == 1
-  train_losses(tmp_path)  # no duplicates
-  assert not (tmp_path / "polyglot.lock").exists()
+  assert len(committed_steps(workdir)) == 1
+  train_losses(workdir)  # no duplicates
+  assert not (workdir / "polyglot.lock").exists()
+
+
+def test_resume_does_not_duplicate_metrics_lines(tmp_path):
+  """A run resumed at step 6 drops the rows of steps 7.. (logged, never saved) and a torn
+  last line before it logs them again."""
+  from polyglot import metric_writers  # pylint: disable=g-import-not-at-top
+  rows = "".join(json.dumps({"step": s, "split": "train", "loss": 1.0 / s}) + "\n"
+                 for s in range(1, 10))
+  (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 10, "spl')
+  writer = metric_writers.MetricWriter(str(tmp_path), resume_step=6)
+  for step in range(7, 9):
+    writer.scalars(step, {"loss": 0.5})
+  writer.close()
+  steps = [r["step"] for r in metric_rows(tmp_path)]
+  assert steps == list(range(1, 9))
+  assert [r["loss"] for r in metric_rows(tmp_path)][5:] == [1.0 / 6, 0.5, 0.5]
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
