@@ -149,7 +149,11 @@ class _BucketLock:
 
   def acquire(self) -> None:
     from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
-    blob = self._blob()
+    from google.auth import exceptions as auth  # pylint: disable=g-import-not-at-top
+    try:
+      blob = self._blob()
+    except auth.GoogleAuthError as e:  # no credentials
+      raise _unwritable(self.workdir, e) from e
     data = (json.dumps(holder_record()) + "\n").encode()
     for _ in range(3):
       try:
