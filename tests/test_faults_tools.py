@@ -105,8 +105,9 @@ def _flip_crc(data: bytes) -> bytes:
 
 
 CORRUPT = {
-    "gzip_cut_short": ("sw.txt.gz", _cut(gzip.compress(TEXT)), "ended before the end-of-stream"),
-    "gzip_bad_crc": ("sw.txt.gz", _flip_crc(gzip.compress(TEXT)), "CRC check failed"),
+    "gzip_cut_short": ("sw.txt.gz", _cut(gzip.compress(TEXT, mtime=0)),
+                       "ended before the end-of-stream"),
+    "gzip_bad_crc": ("sw.txt.gz", _flip_crc(gzip.compress(TEXT, mtime=0)), "CRC check failed"),
     "gzip_not_gzip": ("sw.txt.gz", TEXT, "Not a gzipped file"),
     "xz_cut_short": ("sw.txt.xz", _cut(lzma.compress(TEXT)), "ended before the end-of-stream"),
     "xz_not_xz": ("sw.txt.xz", TEXT, "Input format not supported"),
@@ -142,7 +143,7 @@ def test_corrupt_compressed_text_file_is_a_data_error_naming_it(case, tmp_path, 
 
 def test_corrupt_gzip_through_train_vocab_is_one_line(tmp_path, capsys, monkeypatch):
   monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path / "cache"))
-  text_dir = _text_dir(tmp_path, "sw.txt.gz", _cut(gzip.compress(TEXT)))
+  text_dir = _text_dir(tmp_path, "sw.txt.gz", _cut(gzip.compress(TEXT, mtime=0)))
   before = snapshot(tmp_path)
   code, err = run(capsys, "train_vocab", f"--text_dir={text_dir}",
                   f"--output={tmp_path / 'v.model'}")
@@ -153,10 +154,11 @@ def test_corrupt_gzip_through_train_vocab_is_one_line(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("name,data,needles", [
-    ("sw.txt.gz", gzip.compress(b"\n  \n"), ("sw.txt.gz has no text", "fill it or remove it")),
+    ("sw.txt.gz", gzip.compress(b"\n  \n", mtime=0),
+     ("sw.txt.gz has no text", "fill it or remove it")),
     ("sw.txt.xz", lzma.compress(b""), ("sw.txt.xz has no text", "fill it or remove it")),
     ("xx.txt", b"hello\n", ("xx.txt", "unknown language code 'xx'", "rename the file")),
-])
+], ids=["empty_gz", "empty_xz", "unknown_code"])
 def test_empty_or_unknown_language_file_is_a_data_error_naming_it(name, data, needles,
                                                                   tmp_path, monkeypatch):
   monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path / "cache"))
