@@ -15,7 +15,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -86,18 +85,20 @@ def write_xnli(url) -> str:
 
 @pytest.fixture(scope="module")
 def trained(gcs):
-  """A run in the bucket, SIGKILLed after its step-6 checkpoint and resumed to step 12."""
+  """A run in the bucket, SIGKILLed at step 7, after its (synchronous) step-6 checkpoint, and
+  resumed to step 12."""
   url, env, cwd = gcs
   workdir = f"{BUCKET}/run"
-  proc = subprocess.Popen([sys.executable, *train_args(workdir)], cwd=cwd, env=env, text=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  deadline = time.time() + 500
-  while proc.poll() is None and time.time() < deadline:
-    if "checkpoints/6/commit_success.txt" in bucket_files(url, "run"):
+  with open(cwd.parent / "killed.stderr", "w") as stderr:
+    proc = subprocess.Popen(
+        [sys.executable, *train_args(workdir, "--gin.CheckpointConfig.async_save=False")],
+        cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=stderr)
+  for line in proc.stdout:  # the progress line of every step (log_every=1)
+    if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= 7:
       break
-    time.sleep(1)
   proc.send_signal(signal.SIGKILL)
-  _, stderr = proc.communicate()
+  proc.communicate()
+  stderr = (cwd.parent / "killed.stderr").read_text()
   assert "checkpoints/6/commit_success.txt" in bucket_files(url, "run"), stderr[-3000:]
   resumed = command(gcs, *train_args(workdir))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
