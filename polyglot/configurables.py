@@ -21,7 +21,7 @@ import typing
 
 import gin
 
-from polyglot import checkpoint, optimizer, sharding, trainer
+from polyglot import checkpoint, objectives, optimizer, sharding
 from polyglot import train as train_lib
 from polyglot.errors import ConfigError
 from polyglot.eval.xtreme import hparams as xtreme_hparams
@@ -110,7 +110,10 @@ EncoderConfig = _register(model_config.EncoderConfig)
 MoEConfig = _register(model_config.MoEConfig)
 model_preset = _register(model_config.preset, "model_preset")
 OptimConfig = _register(optimizer.OptimConfig)
-LossConfig = _register(trainer.LossConfig)
+LossConfig = _register(objectives.LossConfig)
+MLM = _register(objectives.MLM)
+TLM = _register(objectives.TLM)
+XLCo = _register(objectives.XLCo)
 MeshConfig = _register(sharding.MeshConfig)
 CheckpointConfig = _register(checkpoint.CheckpointConfig)
 TrainConfig = _register(train_lib.TrainConfig)
@@ -150,6 +153,36 @@ def mc4_mixture(data_dir: str = gin.REQUIRED, languages: list[str] | None = None
   import tasks  # pylint: disable=g-import-not-at-top
   return tasks.register_mc4(data_dir, languages=languages, alpha=alpha,
                             vocabulary=_vocabulary(vocabulary)).name
+
+
+@_register
+def bible_mixture(path: str = gin.REQUIRED, name: str = "bible",
+                  languages: list[str] | None = None, holdout_books: list[str] | None = None,
+                  alpha: float = 0.3, vocabulary: str | None = None) -> str:
+  """A verse-aligned bible directory (`<language>.tsv`) as a parallel mixture: a task per
+  language pair; `holdout_books` (default REV) form the validation split."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  kw = {} if holdout_books is None else {"holdout_books": tuple(holdout_books)}
+  return tasks.register_bible(path, name=name, languages=languages, alpha=alpha,
+                              vocabulary=_vocabulary(vocabulary), **kw).name
+
+
+@_register
+def moses_mixture(path: str = gin.REQUIRED, name: str | None = None, alpha: float = 0.3,
+                  vocabulary: str | None = None) -> str:
+  """A folder of Moses/OPUS line-aligned files (`<l1>-<l2>.<l1>`, `<l1>-<l2>.<l2>`)."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.register_moses(path, name=name, alpha=alpha,
+                              vocabulary=_vocabulary(vocabulary)).name
+
+
+@_register
+def tsv_pairs_mixture(path: str = gin.REQUIRED, name: str | None = None, alpha: float = 0.3,
+                      vocabulary: str | None = None) -> str:
+  """A folder of `<l1>-<l2>.tsv` files of `source<TAB>target` lines."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.register_tsv_pairs(path, name=name, alpha=alpha,
+                                  vocabulary=_vocabulary(vocabulary)).name
 
 
 def run_config() -> train_lib.RunConfig:

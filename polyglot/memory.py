@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from polyglot import optimizer, sharding, trainer
+from polyglot import objectives, optimizer, sharding, trainer
 from polyglot.models import EncoderConfig
 
 BATCH_KEYS = ("input_ids", "targets", "loss_weights", "segment_ids", "positions")
@@ -56,10 +56,11 @@ def plan(cfg: EncoderConfig, mesh: Mesh, *, batch_size: int, seq_len: int,
   """Compiles the trainer's `train_step` for `cfg` on `mesh` with a [batch_size, seq_len] batch."""
   setup = trainer.make_setup(cfg, mesh, optim=optimizer.OptimConfig(), num_steps=1000,
                              rules=rules)
-  batch = {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32) for k in BATCH_KEYS}
+  batch = {"mlm": {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32)
+                   for k in BATCH_KEYS}}
   batch_sh = sharding.batch_shardings(batch, mesh, rules)
   step = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule,
-                                         trainer.LossConfig()),
+                                         objectives.mlm_only()),
                  in_shardings=(setup.shardings, batch_sh, None),
                  out_shardings=(setup.shardings, None), donate_argnums=(0,))
   start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`python -m polyglot.train`: gin-configured MLM pretraining.
+"""`python -m polyglot.train`: gin-configured pretraining (MLM; TLM and XLCo on pairs).
 
     python -m polyglot.train                                  # gin/runs/demo.gin
     python -m polyglot.train --gin_file=runs/pretrain_base.gin --workdir=/ckpt/base \
@@ -35,7 +35,8 @@ import numpy as np
 from flax import nnx
 
 from polyglot import checkpoint as ckpt_lib
-from polyglot import api, lock, metric_writers, models, optimizer, paths, sharding, trainer
+from polyglot import api, lock, metric_writers, models, objectives, optimizer, paths, sharding
+from polyglot import trainer
 from polyglot.errors import CheckpointError, ConfigError, PolyglotError
 
 log = logging.getLogger("polyglot.train")
@@ -82,10 +83,13 @@ class RunConfig:
   model: models.EncoderConfig = models.preset("tiny")
   train: TrainConfig = TrainConfig()
   optim: optimizer.OptimConfig = optimizer.OptimConfig()
-  loss: trainer.LossConfig = trainer.LossConfig()
+  loss: objectives.LossConfig = objectives.LossConfig()
   mesh: sharding.MeshConfig = sharding.MeshConfig()
   checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig()
   rules: tuple = sharding.DEFAULT_RULES
+  # What the run optimises, each on its own data (polyglot.objectives): gin
+  # `RunConfig.objectives = [@MLM(), @TLM(), @XLCo()]`.
+  objectives: tuple = (objectives.MLM(),)
 
   def __post_init__(self):
     rate = self.loss.prediction_rate
@@ -166,38 +170,59 @@ def shard_range(data_shards: int, batch_size: int, process_index: int,
   return range(process_index * k, (process_index + 1) * k)
 
 
-def host_shards(tc: TrainConfig) -> tuple[range, int]:
-  """(this process's data shards, the number of data shards)."""
+def host_shards(tc: TrainConfig, batch_size: int) -> tuple[range, int]:
+  """(this process's data shards, the number of data shards) of a `batch_size`-row stream."""
   num = tc.data_shards or jax.process_count()
-  return shard_range(num, tc.batch_size, jax.process_index(), jax.process_count()), num
+  return shard_range(num, batch_size, jax.process_index(), jax.process_count()), num
 
 
-def host_data(tc: TrainConfig, split: str, seed: int):
-  """This host's iterator of host batches for `split`: its shards' batches, concatenated."""
+def host_data(tc: TrainConfig, data: objectives.DataSpec, split: str, seed: int):
+  """This host's iterator of one objective's host batches for `split`: its shards' batches,
+  concatenated."""
   _, pipeline = _data_lib()
   from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
-  shards, num = host_shards(tc)
+  shards, num = host_shards(tc, data.batch_size)
   return pipeline.make_sharded_iterator(
-      tc.mixture, shards=shards, num_shards=num, length=tc.seq_len,
-      batch_size=tc.batch_size // num, seed=seed, split=split,
+      data.mixture, shards=shards, num_shards=num, length=data.seq_len,
+      batch_size=data.batch_size // num, seed=seed, split=split,
       shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
-      mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking))
+      mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking),
+      features=data.features)
 
 
-def make_data(tc: TrainConfig, batch_sharding, seed: int):
-  """This host's prefetching iterator of global training batches."""
+def make_data(tc: TrainConfig, objs, batch_sharding, seed: int):
+  """This host's prefetching iterator of global training batches, `{objective: batch}`."""
   _, pipeline = _data_lib()
-  return pipeline.DeviceIterator(host_data(tc, "train", seed), batch_sharding)
+  return pipeline.DeviceIterator(
+      pipeline.ObjectiveIterator({o.name: host_data(tc, o.data, "train", seed) for o in objs}),
+      batch_sharding)
 
 
-def vocabulary(tc: TrainConfig):
+def vocabulary(mixture: str):
+  """The vocabulary of a registered mixture's tasks (monolingual or parallel)."""
   mixtures, _ = _data_lib()
-  return mixtures.get_provider(tc.mixture).output_features["targets"].vocabulary
+  return next(iter(mixtures.get_provider(mixture).output_features.values())).vocabulary
 
 
-def gather_data_states(state: bytes) -> list[str]:
-  """Every data shard's input-pipeline state (base64, in shard order), for the checkpoint;
-  `state` is this process's (a `ShardedIterator` state)."""
+def check_vocabularies(objs, vocab) -> None:
+  """Every objective's mixture must be tokenized with the run's vocabulary."""
+  for o in objs:
+    if vocabulary(o.data.mixture) != vocab:
+      raise ConfigError(f"{o.name.upper()}.mixture={o.data.mixture!r} is tokenized with another "
+                        "vocabulary than TrainConfig.mixture: register both with the same "
+                        "vocabulary")
+
+
+def gather_data_states(state: bytes) -> dict[str, list[str]]:
+  """Every objective's data shards' input-pipeline states (base64, in shard order), for the
+  checkpoint; `state` is this process's (an `ObjectiveIterator` state)."""
+  _, pipeline = _data_lib()
+  return {name: _gather_shard_states(s)
+          for name, s in pipeline.split_objective_states(state).items()}
+
+
+def _gather_shard_states(state: bytes) -> list[str]:
+  """Every data shard's state of one objective; `state` is this process's shards'."""
   _, pipeline = _data_lib()
   if jax.process_count() == 1:
     rows = [state]
@@ -211,27 +236,43 @@ def gather_data_states(state: bytes) -> list[str]:
   return [base64.b64encode(s).decode() for row in rows for s in pipeline.split_states(row)]
 
 
-def restore_data(data, states: list[str] | None, tc: TrainConfig, batch_sharding, start: int):
-  """`data` moved to this host's shards in `states` (from `gather_data_states`), or, when
-  the checkpoint has another number of data shards, a fresh stream seeded by the step."""
+def restore_data(data, states: dict[str, list[str]] | list[str] | None, tc: TrainConfig, objs,
+                 batch_sharding, start: int):
+  """`data` moved to this host's shards in `states` (from `gather_data_states`; a list is
+  MLM's, as checkpoints held before there were other objectives), or, when the checkpoint
+  has another number of data shards or other objectives, a fresh stream seeded by the step."""
   _, pipeline = _data_lib()
-  shards, num = host_shards(tc)
-  if states and len(states) == num:
-    data.set_state(pipeline.join_states([base64.b64decode(states[i]) for i in shards]))
+  states = {"mlm": states} if isinstance(states, list) else (states or {})
+  num = tc.data_shards or jax.process_count()
+  if sorted(states) == sorted(o.name for o in objs) and all(len(s) == num
+                                                            for s in states.values()):
+    data.set_state(pipeline.join_objective_states({
+        o.name: pipeline.join_states([base64.b64decode(states[o.name][i])
+                                      for i in host_shards(tc, o.data.batch_size)[0]])
+        for o in objs}))
     return data
-  log.warning("the checkpoint's input state is for %s data shards, this run has %d: the "
-              "data stream restarts with seed %d", len(states or ()), num, tc.seed + start)
+  log.warning("the checkpoint's input state is for %s with %s data shards, this run has %s "
+              "with %d: the data stream restarts with seed %d", sorted(states),
+              sorted({len(s) for s in states.values()}), sorted(o.name for o in objs), num,
+              tc.seed + start)
   data.close()
-  return make_data(tc, batch_sharding, tc.seed + start)
+  return make_data(tc, objs, batch_sharding, tc.seed + start)
 
 
 # ---------------------------------------------------------------------------
 # Model, optimizer and state shardings
 
 
-def make_setup(cfg: models.EncoderConfig, run: RunConfig, mesh) -> trainer.Setup:
+def make_setup(cfg: models.EncoderConfig, run: RunConfig, mesh, objs=()) -> trainer.Setup:
   return trainer.make_setup(cfg, mesh, optim=run.optim, num_steps=run.train.num_steps,
-                            seed=run.train.seed, rules=run.rules)
+                            seed=run.train.seed, rules=run.rules, objectives=objs)
+
+
+def build_objectives(run: RunConfig, cfg: models.EncoderConfig):
+  """The run's objectives (`RunConfig.objectives`), their data defaulting to TrainConfig's."""
+  tc = run.train
+  defaults = objectives.DataSpec(tc.mixture, "mlm", tc.batch_size, tc.seq_len)
+  return objectives.build(tuple(run.objectives), defaults, run.loss, cfg)
 
 
 # What a run chooses when it starts from a checkpoint: how the model computes, not what it is.
@@ -267,11 +308,12 @@ def model_config(run: RunConfig, vocab) -> models.EncoderConfig:
   return cfg
 
 
-def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig, mesh, vocab):
-  """Initialises parameters and optimizer state directly in their shards."""
+def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig, mesh, vocab,
+                objs=()):
+  """Initialises parameters, optimizer and objective state directly in their shards."""
   def init():
     model = models.MaskedLM(cfg, rngs=nnx.Rngs(run.train.seed))
-    return trainer.init_state(nnx.to_pure_dict(nnx.split(model)[1]), setup.tx)
+    return trainer.init_state(nnx.to_pure_dict(nnx.split(model)[1]), setup.tx, objs)
   with sharding.use_mesh(mesh, run.rules):
     state = jax.jit(init, out_shardings=setup.shardings)()
   if run.train.init_from:
@@ -284,7 +326,7 @@ def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig,
                         "vocabulary = '<init_from>/sentencepiece.bpe.model')")
     params = restored.params
     with sharding.use_mesh(mesh, run.rules):
-      state = jax.jit(lambda p: trainer.init_state(p, setup.tx),
+      state = jax.jit(lambda p: trainer.init_state(p, setup.tx, objs),
                       out_shardings=setup.shardings)(params)
   return state
 
@@ -292,14 +334,21 @@ def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig,
 def restore_state(ck: ckpt_lib.Checkpointer, setup: trainer.Setup, vocab):
   """(state, data states, step) from the newest good checkpoint, which must hold this run's
   model and vocabulary."""
-  opt_target = {"step": setup.abstract.step, "opt_state": setup.abstract.opt_state}
-  r = ck.restore(setup.abstract.params, opt_target)
+  r = ck.restore(setup.abstract.params, opt_item(setup.abstract))
   if r.vocab != vocab.model_bytes:
     raise ConfigError(f"checkpoint step {r.step} in {ck.directory} was trained with another "
                       "vocabulary than this run's mixture: run with the configuration that "
                       "wrote it (its config.gin), or pass another workdir")
-  state = trainer.TrainState(r.opt_state["step"], r.params, r.opt_state["opt_state"])
+  state = trainer.TrainState(r.opt_state["step"], r.params, r.opt_state["opt_state"],
+                             r.opt_state.get("objectives", {}))
   return state, (r.data or {}).get("states"), r.step
+
+
+def opt_item(state: trainer.TrainState) -> dict[str, Any]:
+  """The checkpoint's `opt_state` item: the step, the optimizer state, and the objectives'
+  state (XLCo's momentum encoder and queue) when any objective keeps one."""
+  item = {"step": state.step, "opt_state": state.opt_state}
+  return item | ({"objectives": state.objectives} if state.objectives else {})
 
 
 # ---------------------------------------------------------------------------
@@ -317,22 +366,25 @@ class Job:
   batch_sharding: Any
   setup: trainer.Setup
   meta: dict[str, Any]
+  objectives: tuple
   step_fn: Any
-  eval_fn: Any
+  eval_fns: dict[str, Any]          # jitted held-out metrics, by objective that has them
+  tokens_per_step: int
   flops_per_token: float
   peak_flops: float | None
   ck: ckpt_lib.Checkpointer | None = None
 
 
-def compile_steps(setup: trainer.Setup, batch_sharding, loss: trainer.LossConfig):
-  """(train step, eval step), jitted with the state and batch shardings."""
-  step_fn = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, loss),
+def compile_steps(setup: trainer.Setup, batch_sharding, objs):
+  """(train step, {objective: eval step}), jitted with the state and batch shardings."""
+  step_fn = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, objs),
                     in_shardings=(setup.shardings, batch_sharding, None),
                     out_shardings=(setup.shardings, None), donate_argnums=(0,))
-  eval_fn = jax.jit(lambda p, b: trainer.eval_step(p, b, graphdef=setup.graphdef,
-                                                   loss_cfg=loss),
-                    in_shardings=(setup.shardings.params, batch_sharding))
-  return step_fn, eval_fn
+  eval_fns = {o.name: jax.jit(lambda p, b, o=o: trainer.eval_step(p, b, graphdef=setup.graphdef,
+                                                                  objective=o),
+                              in_shardings=(setup.shardings.params, batch_sharding))
+              for o in objs if isinstance(o, objectives.MaskedLanguageModel)}
+  return step_fn, eval_fns
 
 
 def build(run: RunConfig, gin_config: str) -> Job:
@@ -340,27 +392,37 @@ def build(run: RunConfig, gin_config: str) -> Job:
   configuration can fail on, before anything is written."""
   tc = run.train
   mesh = sharding.make_mesh(run.mesh)
-  vocab = vocabulary(tc)
+  vocab = vocabulary(tc.mixture)
   cfg = model_config(run, vocab)
-  host_shards(tc)  # a batch that does not split into the data shards fails before any write
-  batch_shape = jax.ShapeDtypeStruct((tc.batch_size, tc.seq_len), jnp.int32)
-  batch_sh = sharding.batch_shardings(batch_shape, mesh, run.rules)
-  setup = make_setup(cfg, run, mesh)
-  meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config}
-  step_fn, eval_fn = compile_steps(setup, batch_sh, run.loss)
-  return Job(run, mesh, vocab, cfg, batch_sh, setup, meta, step_fn, eval_fn,
-             trainer.flops_per_token(cfg, tc.seq_len, trainer.decoder_share(run.loss, tc.seq_len)),
-             trainer.peak_flops(jax.devices()[0]))
+  objs = build_objectives(run, cfg)
+  check_vocabularies(objs, vocab)
+  for o in objs:  # a batch that does not split into the data shards or the mesh fails here;
+    host_shards(tc, o.data.batch_size)  # every objective's batch gets one sharding: rows
+                                        # over the data axes
+    if o.data.seq_len > cfg.max_len:
+      raise ConfigError(f"{o.name.upper()}.seq_len={o.data.seq_len} exceeds the model's "
+                        f"max_len={cfg.max_len}: shorten the sequences")
+    batch_sh = sharding.batch_shardings(
+        jax.ShapeDtypeStruct((o.data.batch_size, o.data.seq_len), jnp.int32), mesh, run.rules)
+  setup = make_setup(cfg, run, mesh, objs)
+  meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config,
+          "objectives": [o.describe() for o in objs]}
+  step_fn, eval_fns = compile_steps(setup, batch_sh, objs)
+  tokens = sum(o.data.batch_size * o.data.seq_len for o in objs)
+  flops = sum(trainer.objective_flops(cfg, o) for o in objs)
+  return Job(run, mesh, vocab, cfg, batch_sh, setup, meta, objs, step_fn, eval_fns, tokens,
+             flops / tokens, trainer.peak_flops(jax.devices()[0]))
 
 
 def start_or_resume(job: Job):
   """(state, data iterator, step): from the newest good checkpoint, else fresh."""
   tc = job.run.train
-  data = make_data(tc, job.batch_sharding, tc.seed)
+  data = make_data(tc, job.objectives, job.batch_sharding, tc.seed)
   if job.ck.latest_step() is None:
-    return fresh_state(job.setup, job.cfg, job.run, job.mesh, job.vocab), data, 0
+    return (fresh_state(job.setup, job.cfg, job.run, job.mesh, job.vocab, job.objectives),
+            data, 0)
   state, data_states, start = restore_state(job.ck, job.setup, job.vocab)
-  data = restore_data(data, data_states, tc, job.batch_sharding, start)
+  data = restore_data(data, data_states, tc, job.objectives, job.batch_sharding, start)
   log.info("resumed from step %d in %s", start, job.ck.directory)
   return state, data, start
 
@@ -434,7 +496,7 @@ def log_train(logs: Logs, job: Job, window: Window, step: int,
   tc = job.run.train
   logged = window.take()
   check_finite(step, logged, last_saved)
-  tokens_per_s = window.tokens_per_s(step, tc.batch_size * tc.seq_len)
+  tokens_per_s = window.tokens_per_s(step, job.tokens_per_step)
   mfu = None
   if tokens_per_s is not None:
     if job.peak_flops:
@@ -451,7 +513,8 @@ def log_train(logs: Logs, job: Job, window: Window, step: int,
 
 
 class Evaluator:
-  """Mean MLM loss and accuracy over the first `eval_batches` held-out batches.
+  """An objective's mean held-out metrics (MLM's, TLM's loss and accuracy) over the first
+  `eval_batches` held-out batches of its mixture.
 
   The validation pipeline is built once (building it costs tens of
   milliseconds per language) and rewound to its start for every evaluation,
@@ -461,9 +524,9 @@ class Evaluator:
   early would leave the others waiting in the step's collectives.
   """
 
-  def __init__(self, tc: TrainConfig, batch_sharding):
+  def __init__(self, tc: TrainConfig, data: objectives.DataSpec, batch_sharding):
     self.tc, self.batch_sharding = tc, batch_sharding
-    self.host = host_data(tc, "validation", tc.seed)
+    self.host = host_data(tc, data, "validation", tc.seed)
     self.start = self.host.get_state()
 
   def __call__(self, eval_fn, params) -> dict[str, float]:
@@ -488,6 +551,11 @@ class Evaluator:
     return {k: v / n for k, v in totals.items()} if n else {}
 
 
+def has_validation(mixture: str) -> bool:
+  mixtures, _ = _data_lib()
+  return "validation" in mixtures.get_provider(mixture).splits
+
+
 def eval_due(tc: TrainConfig, step: int) -> bool:
   return bool(tc.eval_every) and (step % tc.eval_every == 0 or step == tc.num_steps)
 
@@ -502,8 +570,7 @@ def save(job: Job, step: int, state, data, metrics, last_saved: int | None) -> i
   The step's loss must be finite: a diverged state never replaces a good checkpoint.
   """
   check_finite(step, _host_metrics({"loss": metrics["loss"]}), last_saved)
-  job.ck.save(step, params=state.params,
-              opt_state={"step": state.step, "opt_state": state.opt_state},
+  job.ck.save(step, params=state.params, opt_state=opt_item(state),
               vocab=job.vocab.model_bytes, meta=job.meta,
               data={"states": gather_data_states(data.get_state())})
   return step
@@ -517,7 +584,9 @@ def loop(job: Job, state, data, start: int, logs: Logs,
          preemption: Preemption) -> dict[str, float]:
   """Steps from `start` to `num_steps` (or a preemption); returns the last logged metrics."""
   tc = job.run.train
-  evaluator = Evaluator(tc, job.batch_sharding) if tc.eval_every else None
+  evaluators = {o.name: Evaluator(tc, o.data, job.batch_sharding) for o in job.objectives
+                if o.name in job.eval_fns and has_validation(o.data.mixture)
+                } if tc.eval_every else {}
   rng = jax.random.key(tc.seed)
   last_saved = job.ck.latest_step()
   logged: dict[str, float] = {}
@@ -533,8 +602,11 @@ def loop(job: Job, state, data, start: int, logs: Logs,
       logs.progress.start(step)
     if step % tc.log_every == 0 or step == tc.num_steps:
       logged = log_train(logs, job, window, step, last_saved)
-    if evaluator and eval_due(tc, step):
-      logs.writer.scalars(step, evaluator(job.eval_fn, state.params), prefix="eval")
+    if evaluators and eval_due(tc, step):
+      held_out = {}
+      for name, evaluator in evaluators.items():
+        held_out |= evaluator(job.eval_fns[name], state.params)
+      logs.writer.scalars(step, held_out, prefix="eval")
       window.restart(step)
     if preemption.requested(step):
       last_saved = save(job, step, state, data, metrics, last_saved)

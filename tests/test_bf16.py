@@ -32,7 +32,7 @@ from flax import nnx
 
 import hf_testing
 import polyglot
-from polyglot import checkpoint, models, optimizer, sharding, train
+from polyglot import checkpoint, models, objectives, optimizer, sharding, train
 from polyglot.convert import hf
 from polyglot.data import pipeline
 import tasks
@@ -67,9 +67,9 @@ def compiled_step(cfg: models.EncoderConfig, mesh, batch_sh):
   run = train.RunConfig(model=cfg, train=train.TrainConfig(batch_size=BATCH, seq_len=LENGTH),
                         optim=OPTIM, mesh=MESH)
   setup = train.make_setup(cfg, run, mesh)
-  step_fn, _ = train.compile_steps(setup, batch_sh, run.loss)
-  shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((BATCH, LENGTH), jnp.int32, sharding=s),
-                        batch_sh)
+  step_fn, _ = train.compile_steps(setup, {"mlm": batch_sh}, objectives.mlm_only(run.loss))
+  shapes = {"mlm": jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct((BATCH, LENGTH), jnp.int32, sharding=s), batch_sh)}
   with sharding.use_mesh(mesh, run.rules):
     lowered = step_fn.lower(setup.abstract, shapes, jax.random.key(0))
   return run, setup, lowered.compile(), lowered.as_text()
@@ -149,7 +149,7 @@ def test_bf16_train_step_matches_float32(preset, vocab, batch):
 
   # One train state (float32 parameters and AdamW moments) for both steps.
   state = train.fresh_state(setup, cfg32, run, mesh, vocab)
-  device_batch = jax.device_put(batch, batch_sh)
+  device_batch = {"mlm": jax.device_put(batch, batch_sh)}
   rng = jax.random.key(0)
   for _ in range(WARM_STEPS):
     state, metrics = step32(state, device_batch, rng)

@@ -20,7 +20,7 @@ from polyglot.convert import export, hf
 from polyglot.errors import ConfigError, ConversionError
 from polyglot.models import encoder
 from polyglot.sharding import MeshConfig
-from polyglot import trainer
+from polyglot.objectives import mlm
 from test_sharding import FAST_COMPILE, assert_close_trees, mlm_batch
 
 # Two scan steps each: of one dense block, and of a (dense, MoE) group of blocks. The
@@ -58,9 +58,9 @@ def loss_and_grads(graphdef, state, mesh):
   total = jnp.float32(batch["loss_weights"].sum())
 
   def f(state, batch):
-    return trainer.loss_fn(state, graphdef=graphdef, batch=batch, total_weight=total,
+    return mlm.loss_fn(state, graphdef=graphdef, batch=batch, total_weight=total,
                            dropout_rng=jax.random.key(1),
-                           loss_cfg=trainer.LossConfig(prediction_rate=None))
+                           loss_cfg=mlm.LossConfig(prediction_rate=None))
 
   replicated = jax.sharding.NamedSharding(mesh, P())
   step = jax.jit(jax.value_and_grad(f, has_aux=True),

@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from polyglot import memory, models, optimizer, sharding, train, trainer
+from polyglot import memory, models, objectives, optimizer, sharding, train, trainer
+from polyglot.objectives import mlm
 from polyglot.errors import ConfigError
 from polyglot.models import moe
 from polyglot.sharding import DEFAULT_RULES, MeshConfig
@@ -47,7 +48,7 @@ EXPERTS_WI_SHARD = {"data=8": (4, 64, 128), "fsdp=8": (4, 8, 128),
 # mesh either.
 STEPS, BATCH, LENGTH = 2, 16, 16
 TRAIN_DROPOUT = dict(dropout_rate=0.1, attention_dropout_rate=0.1)
-LOSS = trainer.LossConfig(microbatches=2, prediction_rate=0.5)
+LOSS = mlm.LossConfig(microbatches=2, prediction_rate=0.5)
 OPTIM = optimizer.OptimConfig(learning_rate=1e-3, warmup_steps=0)
 # float32: reductions in another order differ by a few ulps; 1e-5 of each tensor's scale.
 RTOL = 1e-5
@@ -93,12 +94,12 @@ def train_steps(cfg, mesh):
   setup = train.make_setup(cfg, run, mesh)
   batch_sharding = sharding.batch_shardings(jax.ShapeDtypeStruct((BATCH, LENGTH), jnp.int32),
                                             mesh, run.rules)
-  step_fn, _ = train.compile_steps(setup, batch_sharding, run.loss)
+  step_fn, _ = train.compile_steps(setup, batch_sharding, objectives.mlm_only(run.loss))
   state = train.fresh_state(setup, cfg, run, mesh, vocab=None)
   rng, metrics = jax.random.key(run.train.seed), []
   with sharding.use_mesh(mesh, run.rules):
     for i in range(STEPS):
-      batch = jax.device_put(mlm_batch(cfg, BATCH, LENGTH, seed=i), batch_sharding)
+      batch = {"mlm": jax.device_put(mlm_batch(cfg, BATCH, LENGTH, seed=i), batch_sharding)}
       if i == 0:
         step_fn = step_fn.lower(state, batch, rng).compile(FAST_COMPILE)
       state, m = step_fn(state, batch, rng)
@@ -161,9 +162,9 @@ def test_moe_aux_counts_real_tokens_only():
   graphdef, params = nnx.split(models.MaskedLM(MOE, rngs=nnx.Rngs(0)))
   batch = mlm_batch(MOE)
   total = jnp.float32(batch["loss_weights"].sum())
-  loss = lambda p, b: trainer.loss_fn(  # noqa: E731
+  loss = lambda p, b: mlm.loss_fn(  # noqa: E731
       p, graphdef=graphdef, batch=b, total_weight=total, dropout_rng=jax.random.key(1),
-      loss_cfg=trainer.LossConfig(prediction_rate=None))
+      loss_cfg=mlm.LossConfig(prediction_rate=None))
   _, aux = jax.jit(loss)(nnx.to_pure_dict(params), batch)
   real = int((batch["segment_ids"] > 0).sum())
   assert real < batch["segment_ids"].size  # the batch has padding

@@ -9,7 +9,8 @@ import optax
 import pytest
 from flax import nnx
 
-from polyglot import models, optimizer, trainer
+from polyglot import models, objectives, optimizer, trainer
+from polyglot.objectives import mlm
 from polyglot.errors import ConfigError
 
 CFG = models.preset("tiny", dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -35,7 +36,7 @@ def test_mlm_loss_matches_optax_cross_entropy():
   logits = jnp.asarray(rng.normal(size=(2, 5, 11)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, 11, (2, 5)))
   weights = jnp.asarray(rng.random((2, 5)) < 0.5, jnp.float32)
-  loss, metrics = trainer.mlm_loss(logits, targets, weights, weights.sum(), 0.0)
+  loss, metrics = mlm.mlm_loss(logits, targets, weights, weights.sum(), 0.0)
   ref = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
   np.testing.assert_allclose(loss, ref / weights.sum(), rtol=1e-6)
   acc = ((jnp.argmax(logits, -1) == targets) * weights).sum() / weights.sum()
@@ -64,7 +65,7 @@ def assert_grads_equal(got, want):
 
 def trainer_grads(graphdef, params, batch, loss_cfg):
   """The trainer's own gradients: prediction gather and microbatch scan as `train_step` does."""
-  return jax.jit(lambda p, b: trainer.grads_and_metrics(p, graphdef, b, None, loss_cfg))(
+  return jax.jit(lambda p, b: mlm.grads_and_metrics(p, graphdef, b, None, loss_cfg))(
       params, batch)
 
 
@@ -76,8 +77,8 @@ def reference():
   graphdef, params, _, _ = setup()
   batch = random_batch()
   total = jnp.float32(batch["loss_weights"].sum())
-  loss = functools.partial(trainer.loss_fn, graphdef=graphdef, total_weight=total,
-                           dropout_rng=None, loss_cfg=trainer.LossConfig(prediction_rate=None))
+  loss = functools.partial(mlm.loss_fn, graphdef=graphdef, total_weight=total,
+                           dropout_rng=None, loss_cfg=mlm.LossConfig(prediction_rate=None))
   grads, metrics = jax.jit(jax.grad(lambda p, b: loss(p, batch=b), has_aux=True))(params, batch)
   # Nothing vacuous: the gradient reaches the first layer and the tied embeddings.
   assert float(optax.global_norm(grads)) > 0.1
@@ -95,14 +96,15 @@ def test_microbatch_gradients_equal_full_batch_gradients(reference):
   assert len(set(batch["loss_weights"].reshape(4, -1).sum(1))) > 1
   for n in (2, 4):
     grads, metrics = trainer_grads(graphdef, params, batch,
-                                   trainer.LossConfig(microbatches=n, prediction_rate=None))
+                                   mlm.LossConfig(microbatches=n, prediction_rate=None))
     assert_grads_equal(grads, ref_grads)
     for name in ("mlm_loss", "mlm_accuracy"):
       np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=1e-6)
   tx, schedule = optimizer.make_optimizer(optimizer.OptimConfig(warmup_steps=0), 10)
   with pytest.raises(ConfigError, match="microbatches=3 does not divide"):
-    trainer.bind_train_step(graphdef, tx, schedule, trainer.LossConfig(microbatches=3))(
-        trainer.init_state(params, tx), batch, jax.random.key(0))
+    trainer.bind_train_step(graphdef, tx, schedule,
+                            objectives.mlm_only(mlm.LossConfig(microbatches=3)))(
+        trainer.init_state(params, tx), {"mlm": batch}, jax.random.key(0))
 
 
 def test_decoder_at_predicted_positions_gives_every_gradient(reference):
@@ -112,7 +114,7 @@ def test_decoder_at_predicted_positions_gives_every_gradient(reference):
   graphdef, params, batch, ref_grads, ref_metrics = reference
   per_row = batch["loss_weights"].sum(1)
   rate = per_row.max() / batch["loss_weights"].shape[1]  # k = ceil(rate x l) = max per row
-  grads, metrics = trainer_grads(graphdef, params, batch, trainer.LossConfig(prediction_rate=rate))
+  grads, metrics = trainer_grads(graphdef, params, batch, mlm.LossConfig(prediction_rate=rate))
   assert float(metrics["mlm_unpredicted"]) == 0.0
   assert_grads_equal(grads, ref_grads)
   for name in ("mlm_loss", "mlm_accuracy"):
@@ -125,8 +127,9 @@ def test_train_step_applies_the_gradients_of_the_whole_batch(reference):
   graphdef, params, batch, ref_grads, ref_metrics = reference
   tx, schedule = optimizer.make_optimizer(optimizer.OptimConfig(warmup_steps=0), 10)
   step = jax.jit(trainer.bind_train_step(
-      graphdef, tx, schedule, trainer.LossConfig(microbatches=2, prediction_rate=0.5)))
-  state, metrics = step(trainer.init_state(params, tx), batch, jax.random.key(0))
+      graphdef, tx, schedule, objectives.mlm_only(mlm.LossConfig(microbatches=2,
+                                                                 prediction_rate=0.5))))
+  state, metrics = step(trainer.init_state(params, tx), {"mlm": batch}, jax.random.key(0))
   np.testing.assert_allclose(metrics["loss"], ref_metrics["mlm_loss"], rtol=1e-6)
   np.testing.assert_allclose(metrics["grad_norm"], optax.global_norm(ref_grads), rtol=1e-5)
   updates, _ = tx.update(ref_grads, tx.init(params), params)
@@ -139,20 +142,20 @@ def test_train_step_applies_the_gradients_of_the_whole_batch(reference):
 
 def test_predictions_beyond_the_budget_are_counted_and_the_first_kept():
   batch = random_batch()
-  selected, left_out = trainer.select_predictions(batch, 2 / 16)  # k = 2
+  selected, left_out = mlm.select_predictions(batch, 2 / 16)  # k = 2
   per_row = batch["loss_weights"].sum(1)
   assert float(left_out) == np.maximum(per_row - 2, 0).sum() > 0
   first_two = [np.flatnonzero(w)[:2] for w in batch["loss_weights"]]
   for want, at in zip(first_two, np.asarray(selected["predict_at"])):
     assert list(at[:len(want)]) == list(want) and selected["targets"].shape == (8, 2)
   with pytest.raises(ConfigError, match="prediction_rate=0"):
-    trainer.LossConfig(prediction_rate=0)
+    mlm.LossConfig(prediction_rate=0)
 
 
 def test_steps_lower_the_loss_and_dropout_follows_the_rng():
   graphdef, params, tx, schedule = setup(optimizer.OptimConfig(learning_rate=3e-3, warmup_steps=0))
-  step = jax.jit(trainer.bind_train_step(graphdef, tx, schedule, trainer.LossConfig()))
-  state, batch, losses = trainer.init_state(params, tx), random_batch(), []
+  step = jax.jit(trainer.bind_train_step(graphdef, tx, schedule, objectives.mlm_only()))
+  state, batch, losses = trainer.init_state(params, tx), {"mlm": random_batch()}, []
   for _ in range(10):
     state, metrics = step(state, batch, jax.random.key(0))
     losses.append(float(metrics["loss"]))
@@ -160,7 +163,7 @@ def test_steps_lower_the_loss_and_dropout_follows_the_rng():
   assert int(state.step) == 10
 
   g2, p2 = nnx.split(models.MaskedLM(CFG.replace(dropout_rate=0.1), rngs=nnx.Rngs(0)))
-  step2 = jax.jit(trainer.bind_train_step(g2, tx, schedule, trainer.LossConfig()))
+  step2 = jax.jit(trainer.bind_train_step(g2, tx, schedule, objectives.mlm_only()))
   s2 = trainer.init_state(nnx.to_pure_dict(p2), tx)
   a, b, c = (float(step2(s2, batch, jax.random.key(k))[1]["loss"]) for k in (0, 0, 1))
   assert a == b != c

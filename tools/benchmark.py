@@ -148,13 +148,13 @@ def time_in_turns(runners: list[Runner], warmup: int, steps: int,
 def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
   """The trainer's jitted train_step on the mesh; compiled here, timed by the caller."""
   import jax  # pylint: disable=g-import-not-at-top
-  from polyglot import optimizer, sharding, train, trainer  # pylint: disable=g-import-not-at-top
+  from polyglot import objectives, optimizer, sharding, train  # pylint: disable=g-import-not-at-top
 
   run_cfg = train.RunConfig(
       model=cfg, train=train.TrainConfig(num_steps=10_000, batch_size=batch["input_ids"].shape[0],
                                          seq_len=batch["input_ids"].shape[1]),
       optim=optimizer.OptimConfig(learning_rate=1e-4, warmup_steps=0),
-      loss=trainer.LossConfig(prediction_rate=args.prediction_rate),
+      loss=objectives.LossConfig(prediction_rate=args.prediction_rate),
       mesh=sharding.MeshConfig(**_mesh_shape(args.mesh)))
   loss_cfg = run_cfg.loss
   mesh = sharding.make_mesh(run_cfg.mesh)
@@ -162,8 +162,8 @@ def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
     setup = train.make_setup(cfg, run_cfg, mesh)
     state = train.fresh_state(setup, cfg, run_cfg, mesh, vocab=None)
     batch_sh = sharding.batch_shardings(batch, mesh)
-    device_batch = jax.device_put(batch, batch_sh)
-    step, _ = train.compile_steps(setup, batch_sh, loss_cfg)
+    device_batch = {"mlm": jax.device_put(batch, batch_sh)}
+    step, _ = train.compile_steps(setup, {"mlm": batch_sh}, objectives.mlm_only(loss_cfg))
     rng = jax.random.key(0)
     start = time.perf_counter()
     compiled = step.lower(state, device_batch, rng).compile()

@@ -55,7 +55,7 @@ import queue
 import tempfile
 import threading
 import zipfile
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -70,6 +70,10 @@ tf = _env.import_tensorflow()
 import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 FIELDS = ("input_ids", "targets", "loss_weights", "segment_ids", "positions")
+# Batch layouts, by the objective that reads them (polyglot.objectives): "mlm" and
+# "tlm" rows have FIELDS; "pairs" rows have PAIR_FIELDS.
+FEATURES = ("mlm", "tlm", "pairs")
+PAIR_FIELDS = ("query_ids", "key_ids")
 SPLITS = ("train", "validation")
 _STATE_FORMAT = 1
 
@@ -85,6 +89,7 @@ class PipelineConfig:
   mlm: MlmConfig = MlmConfig()
   shuffle_buffer: int = 512         # sequences; 0 disables (train only)
   num_threads: int | None = None    # tf.data threads; None = one per core
+  features: str = "mlm"             # the batch layout, one of FEATURES
 
   def __post_init__(self):
     c = "PipelineConfig"
@@ -99,6 +104,8 @@ class PipelineConfig:
       raise ConfigError(f"{c}.shuffle_buffer={self.shuffle_buffer} is invalid: use >= 0")
     if self.num_threads is not None and self.num_threads < 1:
       raise ConfigError(f"{c}.num_threads={self.num_threads} is invalid: use >= 1 or None")
+    if self.features not in FEATURES:
+      raise ConfigError(f"{c}.features={self.features!r} is unknown: use one of {FEATURES}")
 
 
 def shard_seed(seed: int, shard_index: int) -> int:
@@ -141,6 +148,25 @@ def _mix(provider: seqio.Task | seqio.Mixture, cfg: PipelineConfig,
                                               stop_on_empty_dataset=False)
 
 
+def _rows(ds: tf.data.Dataset, provider: seqio.Task | seqio.Mixture, cfg: PipelineConfig,
+          seed: int) -> tf.data.Dataset:
+  """The task's examples -> rows of the `cfg.features` layout."""
+  features = provider.output_features
+  if cfg.features == "mlm":
+    if "targets" not in features:
+      raise DataError(f"{cfg.mixture!r} is a parallel mixture (features {sorted(features)}): "
+                      "MLM reads monolingual text; use it with TLM or XLCo")
+    converter = preprocessors.MlmFeatureConverter(features["targets"].vocabulary, cfg.mlm, seed)
+    return converter(ds, {"targets": cfg.length})
+  if "source" not in features:
+    raise DataError(f"{cfg.mixture!r} is a monolingual mixture: {cfg.features.upper()} reads "
+                    "translation pairs; register a parallel corpus (tasks/parallel.py)")
+  vocabulary = features["source"].vocabulary
+  if cfg.features == "tlm":
+    return preprocessors.tlm_rows(ds, vocabulary, cfg.mlm, seed, cfg.length)
+  return preprocessors.pair_rows(ds, vocabulary, seed, cfg.length)
+
+
 def build_dataset(cfg: PipelineConfig, shard_index: int, num_shards: int) -> tf.data.Dataset:
   """One shard's tf.data pipeline of batches (see the module docstring)."""
   provider = mixtures.get_provider(cfg.mixture)
@@ -151,9 +177,7 @@ def build_dataset(cfg: PipelineConfig, shard_index: int, num_shards: int) -> tf.
   ds = _mix(provider, cfg, seqio.ShardInfo(index=shard_index, num_shards=num_shards))
   if cfg.split == "train" and cfg.shuffle_buffer:
     ds = ds.shuffle(cfg.shuffle_buffer, seed=seed)
-  vocabulary = provider.output_features["targets"].vocabulary
-  converter = preprocessors.MlmFeatureConverter(vocabulary, cfg.mlm, seed)
-  ds = converter(ds, {"targets": cfg.length})
+  ds = _rows(ds, provider, cfg, seed)
   ds = ds.batch(cfg.batch_size, drop_remainder=cfg.split == "train").prefetch(2)
   options = tf.data.Options()
   options.deterministic = True
@@ -189,6 +213,8 @@ class HostIterator:
     self.cfg = cfg
     stream = dataclasses.asdict(cfg)
     del stream["num_threads"]  # changes the speed, not the stream
+    if cfg.features == "mlm":  # as states were saved before there were other layouts
+      del stream["features"]
     self._identity = {"format": _STATE_FORMAT, "config": stream, "shard": [shard_index, num_shards]}
     self._iterator = iter(build_dataset(cfg, shard_index, num_shards))
     self._replay: collections.deque[dict[str, np.ndarray]] = collections.deque()
@@ -243,10 +269,10 @@ class HostIterator:
 
 def _fill_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
   """Pads a short final batch (finite splits) with padding rows."""
-  missing = batch_size - len(batch["targets"])
+  missing = batch_size - len(next(iter(batch.values())))
   if not missing:
     return batch
-  pad = {"input_ids": vocab_lib.PAD_ID, "targets": vocab_lib.PAD_ID}  # other fields 0
+  pad = dict.fromkeys(("input_ids", "targets", *PAIR_FIELDS), vocab_lib.PAD_ID)  # others 0
   return {k: np.concatenate([v, np.full((missing,) + v.shape[1:], pad.get(k, 0), v.dtype)])
           for k, v in batch.items()}
 
@@ -254,14 +280,15 @@ def _fill_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.n
 def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, seed: int = 0,
                   shard_index: int | None = None, num_shards: int | None = None,
                   split: str = "train", mlm: MlmConfig = MlmConfig(),
-                  shuffle_buffer: int = 512, num_threads: int | None = None) -> HostIterator:
+                  shuffle_buffer: int = 512, num_threads: int | None = None,
+                  features: str = "mlm") -> HostIterator:
   """This host's iterator over `mixture_or_task_name`; `batch_size` rows per host.
 
   `shard_index`/`num_shards` default to this JAX process and the process count.
   """
   cfg = PipelineConfig(mixture_or_task_name, length=length, batch_size=batch_size, seed=seed,
                        split=split, mlm=mlm, shuffle_buffer=shuffle_buffer,
-                       num_threads=num_threads)
+                       num_threads=num_threads, features=features)
   shard_index = jax.process_index() if shard_index is None else shard_index
   num_shards = jax.process_count() if num_shards is None else num_shards
   return HostIterator(cfg, shard_index, num_shards)
@@ -338,6 +365,57 @@ def make_sharded_iterator(mixture_or_task_name: str, *, shards: Sequence[int], n
                           for i in shards])
 
 
+class ObjectiveIterator:
+  """One batch per objective per step, `{name: batch}`, from each objective's iterator
+  (a `ShardedIterator`); the state is each one's state by name (`join_objective_states`)."""
+
+  def __init__(self, parts: Mapping[str, ShardedIterator | HostIterator]):
+    if not parts:
+      raise ConfigError("ObjectiveIterator of no objectives: pass at least one iterator")
+    self.parts = dict(parts)
+
+  def __iter__(self) -> Iterator[dict[str, dict[str, np.ndarray]]]:
+    return self
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    return {name: next(part) for name, part in self.parts.items()}
+
+  def get_state(self) -> bytes:
+    return self.state_with(())
+
+  def state_with(self, pending: tuple[dict[str, dict[str, np.ndarray]], ...]) -> bytes:
+    return join_objective_states({name: part.state_with(tuple(b[name] for b in pending))
+                                  for name, part in self.parts.items()})
+
+  def set_state(self, state: bytes) -> None:
+    states = split_objective_states(state)
+    if sorted(states) != sorted(self.parts):
+      raise DataError(f"data iterator state holds the objectives {sorted(states)}, this run "
+                      f"reads {sorted(self.parts)}: restore with the objectives it was saved with")
+    for name, part in self.parts.items():
+      part.set_state(states[name])
+
+
+def join_objective_states(states: Mapping[str, bytes]) -> bytes:
+  """Each objective's iterator state as one: the state of an `ObjectiveIterator`."""
+  out = io.BytesIO()
+  with zipfile.ZipFile(out, "w") as z:
+    for name, state in sorted(states.items()):
+      z.writestr(f"objective/{name}", state)
+  return out.getvalue()
+
+
+def split_objective_states(state: bytes) -> dict[str, bytes]:
+  """An `ObjectiveIterator` state -> each objective's state, by name."""
+  try:
+    with zipfile.ZipFile(io.BytesIO(state)) as z:
+      return {n[len("objective/"):]: z.read(n) for n in z.namelist()
+              if n.startswith("objective/")}
+  except zipfile.BadZipFile as e:
+    raise DataError(f"objectives' data iterator state is unreadable ({e}): pass bytes from "
+                    "ObjectiveIterator.get_state") from None
+
+
 class DeviceIterator:
   """Global `jax.Array` batches from host batches, prefetched by a background thread.
 
@@ -348,7 +426,8 @@ class DeviceIterator:
   ahead but not yet returned: they are stored in the state and replayed.
   """
 
-  def __init__(self, host: HostIterator | ShardedIterator, sharding: jax.sharding.Sharding,
+  def __init__(self, host: HostIterator | ShardedIterator | ObjectiveIterator,
+               sharding: jax.sharding.Sharding,
                buffer_size: int = 2):
     if buffer_size < 1:
       raise ConfigError(f"DeviceIterator buffer_size={buffer_size} is invalid: use >= 1")
@@ -374,8 +453,8 @@ class DeviceIterator:
         with self._lock:
           batch = next(self._host)
           self._pending.append(batch)
-        self._put({k: jax.make_array_from_process_local_data(self._sharding, v)
-                   for k, v in batch.items()})
+        self._put(jax.tree.map(
+            lambda v: jax.make_array_from_process_local_data(self._sharding, v), batch))
     except BaseException as e:  # StopIteration included: handed to the consumer
       self._put(e)
 

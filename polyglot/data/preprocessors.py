@@ -1,4 +1,7 @@
-"""MLM preprocessing in TensorFlow: text stream -> sequences -> packed, masked rows.
+"""Preprocessing in TensorFlow: text -> the rows each objective reads.
+
+MLM: text stream -> sequences -> packed, masked rows (below). TLM and pair
+rows from tokenized translation pairs: `tlm_rows`, `pair_rows` (end of file).
 
 Shapes: l = sequence length, c = l - 2 (stream tokens per sequence).
 
@@ -169,3 +172,73 @@ class MlmFeatureConverter(seqio.FeatureConverter):
     length = task_feature_lengths["targets"]  # framed chunks: `<s>` + l - 2 tokens + `</s>`
     return {k: length for k in ("input_ids", "targets", "loss_weights", "segment_ids",
                                 "positions")}
+
+
+def _swap_pair(ex: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(first, second) side of a pair: `source, target` or, with probability 1/2 drawn from
+  the stateless `seed` [2], `target, source`, so both directions train."""
+  swap = tf.random.stateless_uniform([], seed) < 0.5
+  return tf.cond(swap, lambda: (ex["target"], ex["source"]),
+                 lambda: (ex["source"], ex["target"]))
+
+
+def _fit_pair(x: tf.Tensor, y: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """Cuts the sides so that |x| + |y| <= budget, the longer side first, neither below half."""
+  nx, ny = tf.size(x), tf.size(y)
+  keep_x = tf.minimum(nx, tf.maximum(budget - ny, budget // 2))
+  return x[:keep_x], y[:tf.minimum(ny, budget - keep_x)]
+
+
+def tlm_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, mlm: MlmConfig, seed: int,
+             length: int) -> tf.data.Dataset:
+  """Pairs {"source", "target"} -> packed, masked TLM rows with the "mlm" fields.
+
+  Each pair becomes `<s> x </s></s> y </s>` (at most `length` tokens, sides cut
+  by `_fit_pair`), positions restarting at the second `</s>`, so `y` is
+  numbered like `x` (XLM resets positions for the target sentence). Pairs are
+  packed into rows as MLM sequences are, each pair its own segment, then
+  masked by `mask_tokens` on both sides.
+  """
+  bos, eos, pad = vocab.bos_id, vocab.eos_id, vocab.pad_id
+
+  def frame(index, ex):  # ids and positions, shifted by 1 for the packer (0 is its padding)
+    x, y = _swap_pair(ex, tf.stack([tf.constant(seed, tf.int64), index]))
+    x, y = _fit_pair(x, y, length - 4)
+    first = tf.concat([[bos], x, [eos]], 0)
+    second = tf.concat([[eos], y, [eos]], 0)
+    positions = tf.concat([tf.range(tf.size(first)), tf.range(tf.size(second))], 0)
+    return {"targets": tf.concat([first, second], 0) + 1, "positions": positions + 1}
+
+  ds = ds.enumerate().map(frame, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = seqio.utils.trim_and_pack_dataset(ds, {"targets": length, "positions": length})
+  with tf.init_scope():
+    word_start = tf.constant(vocab.word_start)
+
+  def convert(index, ex):
+    segment_ids = ex["targets_segment_ids"]
+    targets = tf.where(segment_ids > 0, ex["targets"] - 1, pad)
+    positions = tf.where(segment_ids > 0, ex["positions"] - 1, 0)
+    input_ids, loss_weights = mask_tokens(
+        targets, tf.stack([tf.constant(seed, tf.int64), index]), mask_id=vocab.mask_id,
+        word_start=word_start, cfg=mlm)
+    return {"input_ids": input_ids, "targets": targets, "loss_weights": loss_weights,
+            "segment_ids": segment_ids, "positions": positions}
+
+  return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def pair_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, seed: int,
+              length: int) -> tf.data.Dataset:
+  """Pairs {"source", "target"} -> {"query_ids", "key_ids"} int32 [length]: each side
+  `<s> side </s>` (cut to `length`), padded with `<pad>`; the query side is drawn per pair."""
+
+  def row(side):
+    ids = tf.concat([[vocab.bos_id], side[:length - 2], [vocab.eos_id]], 0)
+    return tf.pad(ids, [[0, length - tf.size(ids)]], constant_values=vocab.pad_id)
+
+  def convert(index, ex):
+    q, k = _swap_pair(ex, tf.stack([tf.constant(seed, tf.int64), index]))
+    return {"query_ids": tf.ensure_shape(row(q), [length]),
+            "key_ids": tf.ensure_shape(row(k), [length])}
+
+  return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE)
