@@ -9,10 +9,13 @@ which gin can bind:
     register_wikipedia(["sw", "yo"], "/data/tfds")
 """
 from tasks.embedded import EMBEDDED, register_embedded
+from tasks.parallel import (register_bible, register_moses, register_tfds_translation,
+                            register_tsv_pairs)
 from tasks.text import register_text_directory
 from tasks.tfds import register_mc4, register_tfds, register_wikipedia
 
 register_embedded()
 
 __all__ = ["EMBEDDED", "register_embedded", "register_text_directory", "register_tfds",
-           "register_mc4", "register_wikipedia"]
+           "register_mc4", "register_wikipedia", "register_bible", "register_moses",
+           "register_tsv_pairs", "register_tfds_translation"]

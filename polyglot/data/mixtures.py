@@ -18,7 +18,7 @@ the registered mixture; with other settings it is an error.
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 from polyglot import _env
 from polyglot.data import preprocessors
@@ -68,12 +68,17 @@ def task_name(corpus: str, lang: str) -> str:
 def register_corpus(name: str, sources: Mapping[str, seqio.DataSource],
                     sizes: Mapping[str, int], *, alpha: float = DEFAULT_ALPHA,
                     vocabulary: vocab_lib.Vocabulary | None = None,
-                    spec: object = None) -> seqio.Mixture:
-  """Registers a Task per language of `sources` and the Mixture `name` over them.
+                    spec: object = None, feature_names: Sequence[str] = ("targets",),
+                    task_preprocessors: Sequence[Callable[..., tf.data.Dataset]] = (
+                        preprocessors.stream_sequences,)) -> seqio.Mixture:
+  """Registers a Task per key of `sources` and the Mixture `name` over them.
 
-  `spec` identifies what was registered (e.g. the directory and its files):
-  registering `name` again with an equal spec, alpha and vocabulary returns
-  the registered mixture.
+  Keys are language ids, or whatever else a task is made per (a language
+  pair: `eng_Latn.swh_Latn`); tasks are named `<name>.<key>`. Each task has
+  the int32 features `feature_names` in `vocabulary` and the preprocessors
+  `task_preprocessors`. `spec` identifies what was registered (e.g. the
+  directory and its files): registering `name` again with an equal spec,
+  alpha and vocabulary returns the registered mixture.
   """
   check_alpha(alpha)
   vocabulary = vocabulary or vocab_lib.default_vocabulary()
@@ -88,13 +93,13 @@ def register_corpus(name: str, sources: Mapping[str, seqio.DataSource],
     raise ConfigError(f"{name!r} is already a seqio mixture or task: register this corpus "
                       "under another name")
   rates = sampling_rates(sizes, alpha)
-  features = {"targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32)}
+  features = {f: seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32) for f in feature_names}
   for lang, source in sources.items():
     task = task_name(name, lang)
     if task in seqio.TaskRegistry.names():
       seqio.TaskRegistry.remove(task)  # left by an earlier registration of `name`
     seqio.TaskRegistry.add(task, source=source, output_features=features,
-                           preprocessors=[preprocessors.stream_sequences],
+                           preprocessors=list(task_preprocessors),
                            shuffle_buffer_size=None)
   mixture = seqio.MixtureRegistry.add(
       name, [(task_name(name, lang), rates[lang]) for lang in sources],
