@@ -37,7 +37,7 @@ from flax import nnx
 from polyglot import checkpoint as ckpt_lib
 from polyglot import api, lock, metric_writers, models, objectives, optimizer, paths, sharding
 from polyglot import trainer
-from polyglot.errors import CheckpointError, ConfigError, PolyglotError
+from polyglot.errors import CheckpointError, ConfigError, DataError, PolyglotError
 
 log = logging.getLogger("polyglot.train")
 
@@ -246,15 +246,19 @@ def restore_data(data, states: dict[str, list[str]] | list[str] | None, tc: Trai
   num = tc.data_shards or jax.process_count()
   if sorted(states) == sorted(o.name for o in objs) and all(len(s) == num
                                                             for s in states.values()):
-    data.set_state(pipeline.join_objective_states({
-        o.name: pipeline.join_states([base64.b64decode(states[o.name][i])
-                                      for i in host_shards(tc, o.data.batch_size)[0]])
-        for o in objs}))
-    return data
-  log.warning("the checkpoint's input state is for %s with %s data shards, this run has %s "
-              "with %d: the data stream restarts with seed %d", sorted(states),
-              sorted({len(s) for s in states.values()}), sorted(o.name for o in objs), num,
-              tc.seed + start)
+    try:
+      data.set_state(pipeline.join_objective_states({
+          o.name: pipeline.join_states([base64.b64decode(states[o.name][i])
+                                        for i in host_shards(tc, o.data.batch_size)[0]])
+          for o in objs}))
+      return data
+    except DataError as e:
+      log.warning("%s: the data stream restarts with seed %d", e, tc.seed + start)
+  else:
+    log.warning("the checkpoint's input state is for %s with %s data shards, this run has %s "
+                "with %d: the data stream restarts with seed %d", sorted(states),
+                sorted({len(s) for s in states.values()}), sorted(o.name for o in objs), num,
+                tc.seed + start)
   data.close()
   return make_data(tc, objs, batch_sharding, tc.seed + start)
 

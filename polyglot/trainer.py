@@ -23,7 +23,8 @@ from flax import nnx
 from polyglot import optimizer, sharding
 from polyglot.models.config import EncoderConfig
 from polyglot.models.heads import MaskedLM
-from polyglot.objectives import Batch, LossConfig, MaskedLanguageModel, Metrics, Objective
+from polyglot.objectives import (Batch, Contrastive, LossConfig, MaskedLanguageModel, Metrics,
+                                 Objective)
 
 # Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -182,7 +183,7 @@ def objective_flops(cfg: EncoderConfig, o: Objective) -> float:
     return tokens * flops_per_token(cfg, o.data.seq_len,
                                     decoder_share(o.loss_cfg, o.data.seq_len))
   encoder = flops_per_token(cfg, o.data.seq_len, 0.0)  # 6 x encoder, no MLM head
-  key_share = 1 / 3 if getattr(o, "negatives", "") == "queue" else 1.0
+  key_share = 1 / 3 if isinstance(o, Contrastive) and o.negatives == "queue" else 1.0
   return tokens * encoder * (1 + key_share)
 
 

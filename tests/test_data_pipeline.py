@@ -180,6 +180,25 @@ def test_state_of_other_settings_is_refused(mixture):
     _iterator(seed=5).set_state(b"junk")
 
 
+def test_state_of_another_pipeline_graph_is_one_line(mixture):
+  """Same settings, another tf.data graph (a changed corpus or polyglot version): one line,
+  which the trainer turns into a restart of the stream (train.restore_data)."""
+  import io, zipfile  # noqa: E401  pylint: disable=g-import-not-at-top,multiple-imports
+  ours = _iterator(seed=5).get_state()
+  theirs = _iterator(seed=5, shuffle_buffer=0).get_state()  # no shuffle in its graph
+  out = io.BytesIO()
+  with zipfile.ZipFile(io.BytesIO(ours)) as a, zipfile.ZipFile(io.BytesIO(theirs)) as b, \
+       zipfile.ZipFile(out, "w") as z:
+    z.writestr("identity.json", a.read("identity.json"))
+    z.writestr("replay.npz", a.read("replay.npz"))
+    for name in b.namelist():
+      if name.startswith("tf/"):
+        z.writestr(name, b.read(name))
+  with pytest.raises(DataError) as e:
+    _iterator(seed=5).set_state(out.getvalue())
+  assert "\n" not in str(e.value) and "saved by another input pipeline" in str(e.value)
+
+
 def test_device_iterator_gives_global_arrays_and_exact_state(mixture):
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))

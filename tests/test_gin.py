@@ -58,3 +58,20 @@ def test_moe_and_loss_macros_reach_their_configs():
   gin.parse_config_file(str(GIN / "runs/pretrain_base.gin"), skip_unknown=False)
   assert str(gin.query_parameter("LossConfig.prediction_rate")) == "%PREDICTION_RATE"
   assert gin.query_parameter("%PREDICTION_RATE") == 0.3
+
+
+def test_infoxlm_recipe_builds_mlm_tlm_xlco_with_infoxlms_settings(tmp_path):
+  (tmp_path / "text").mkdir()
+  (tmp_path / "text" / "sw.txt").write_text("Habari ya dunia.\nKaribu sana.\n")
+  (tmp_path / "opus").mkdir()
+  (tmp_path / "opus" / "en-sw.en").write_text("Hello world.\nWelcome.\n")
+  (tmp_path / "opus" / "en-sw.sw").write_text("Habari ya dunia.\nKaribu.\n")
+  run = train.parse_gin(["runs/pretrain_infoxlm.gin"], [
+      f"TEXT_DIR = '{tmp_path / 'text'}'", f"PARALLEL_DIR = '{tmp_path / 'opus'}'",
+      "VOCAB = None", "INIT_FROM = '/ckpt/xlmr-base'"])
+  mlm, tlm, xlco = run.objectives
+  assert type(mlm).__name__ == "MLM" and tlm.mixture == xlco.mixture == "opus"
+  assert (xlco.layer, xlco.queue_size, xlco.momentum, xlco.temperature) == (None, 131072,
+                                                                            0.9999, 0.25)
+  assert run.model.dropout_rate == run.model.attention_dropout_rate == 0.0
+  assert run.optim.learning_rate == 2e-4 and run.train.batch_size == 2048

@@ -173,3 +173,72 @@ def test_xlco_settings_are_checked():
   with pytest.raises(ConfigError, match="TLM.mixture is not set"):
     objectives.build([objectives.TLM()], defaults, loss_cfg, CFG)
   assert xlco.default_layer(12) == 8 and xlco.default_layer(2) == 1
+
+
+# ---------------------------------------------------------------------------
+# Every objective sharded equals single-device; TLM rows on real pairs.
+
+SHARD_CFG = models.preset("tiny", vocab_size=512, max_len=32, num_layers=1)  # dropout on
+# Sharding is decided in HLO; LLVM's optimisation level does not change it (test_sharding.py).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+SHARD_LOSS = objectives.LossConfig(prediction_rate=0.5)
+
+
+def all_objectives(queue: bool = True):
+  spec = lambda f, l: objectives.DataSpec("unused", f, 8, l)  # noqa: E731
+  return (objectives.MaskedLanguageModel("mlm", 1.0, spec("mlm", 16), SHARD_LOSS),
+          objectives.MaskedLanguageModel("tlm", 0.5, spec("tlm", 16), SHARD_LOSS),
+          xlco.Contrastive("xlco", 2.0, spec("pairs", 12), layer=1,
+                           negatives="queue" if queue else "in_batch", queue_size=8,
+                           momentum=0.9, hidden_size=SHARD_CFG.hidden_size,
+                           pad_id=SHARD_CFG.pad_id))
+
+
+def objective_steps(mesh_cfg, objs, steps=2, devices=None):
+  """(metrics per step, final train state) of the run's jitted step on `mesh_cfg`."""
+  run = train.RunConfig(model=SHARD_CFG, mesh=mesh_cfg, loss=SHARD_LOSS,
+                        optim=optimizer.OptimConfig(learning_rate=1e-3, warmup_steps=0))
+  mesh = sharding.make_mesh(mesh_cfg, devices)
+  setup = train.make_setup(SHARD_CFG, run, mesh, objs)
+  batch_sh = sharding.batch_shardings(jax.ShapeDtypeStruct((8, 16), jnp.int32), mesh)
+  step_fn, _ = train.compile_steps(setup, batch_sh, objs)
+  state = train.fresh_state(setup, SHARD_CFG, run, mesh, None, objs)
+  out = []
+  with sharding.use_mesh(mesh, run.rules):
+    for i in range(steps):
+      batch = {"mlm": mlm_batch(i, vocab=512), "tlm": mlm_batch(100 + i, vocab=512),
+               "xlco": pair_batch(i, vocab=512)}
+      batch = jax.device_put(batch, batch_sh)
+      if i == 0:
+        step_fn = step_fn.lower(state, batch, jax.random.key(0)).compile(FAST_COMPILE)
+      state, m = step_fn(state, batch, jax.random.key(0))
+      out.append(jax.device_get(m))
+  return out, jax.device_get(state)
+
+
+@pytest.fixture(scope="module")
+def single_device_objectives():
+  return objective_steps(sharding.MeshConfig(data=1), all_objectives(), devices=jax.devices()[:1])
+
+
+@pytest.mark.parametrize("mesh_cfg", [sharding.MeshConfig(data=8),
+                                      sharding.MeshConfig(data=1, fsdp=8)], ids=["data", "fsdp"])
+def test_every_objective_sharded_equals_single_device(mesh_cfg, single_device_objectives):
+  """MLM + TLM + XLCo (the queue full at the second step): losses, gradient norms, parameters,
+  the momentum encoder and the queue agree with one device."""
+  want_metrics, want = single_device_objectives
+  got_metrics, got = objective_steps(mesh_cfg, all_objectives(True))
+  for w, g in zip(want_metrics, got_metrics):
+    for name in ("loss", "mlm_loss", "tlm_loss", "xlco_loss", "grad_norm"):
+      np.testing.assert_allclose(g[name], w[name], rtol=2e-5, err_msg=name)
+  assert float(got_metrics[-1]["xlco_queue_filled"]) == 1.0  # negatives were in play
+  for w, g in zip(jax.tree.leaves((want.params, want.objectives)),
+                  jax.tree.leaves((got.params, got.objectives)), strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=5e-6)
+
+
+def test_in_batch_negatives_need_no_state_and_train_the_key_side():
+  metrics, state = objective_steps(sharding.MeshConfig(data=1), all_objectives(False),
+                                   devices=jax.devices()[:1])
+  assert state.objectives == {} and "xlco_queue_filled" not in metrics[0]
+  assert metrics[1]["xlco_loss"] < metrics[0]["xlco_loss"] + 1.0

@@ -15,7 +15,11 @@ to shards, or its lines when it has fewer files than shards) -> language
 sampling at the mixture's rates -> a shuffle buffer of chunks ->
 `MlmFeatureConverter` (`<s> chunk </s>`, packing, masking) -> batches of
 `batch_size` rows. Fields: `input_ids, targets, loss_weights, segment_ids,
-positions`, int32 [batch_size, length]. A host that reads several shards
+positions`, int32 [batch_size, length]. That is the "mlm" layout; a parallel
+mixture (translation pairs) is read as "tlm" rows (`preprocessors.tlm_rows`:
+the same fields, a pair per segment) or as "pairs" (`preprocessors.pair_rows`:
+`query_ids, key_ids`), as the objective reading it asks (`PipelineConfig.features`;
+`ObjectiveIterator` reads one stream per objective). A host that reads several shards
 (`make_sharded_iterator`) concatenates their batches in shard order, so the
 global batch is the same for any number of hosts.
 
@@ -200,7 +204,13 @@ def _tf_restore(iterator, files: dict[str, bytes]) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for name, data in files.items():
       pathlib.Path(tmp, name).write_bytes(data)
-    tf.train.Checkpoint(iterator=iterator).read(os.path.join(tmp, "iterator")).assert_consumed()
+    try:
+      tf.train.Checkpoint(iterator=iterator).read(
+          os.path.join(tmp, "iterator")).assert_consumed()
+    except (tf.errors.OpError, AssertionError) as e:  # another pipeline graph wrote it
+      raise DataError("the data iterator state was saved by another input pipeline (a "
+                      f"changed corpus or polyglot version): {str(e).splitlines()[0][:200]}"
+                      ) from None
 
 
 class HostIterator:
