@@ -42,6 +42,12 @@ Command -> test (README.md):
                                            test_xlmr_import_extend_continue_export
   python -m polyglot.eval.xtreme (first)   test_xtreme_on_the_demo_checkpoint (../shared/data)
   python -m polyglot.eval.xtreme (second)  test_xtreme_two_tasks_two_languages (same)
+  train --gin_file=runs/infoxlm_cpu.gin, python -m polyglot.eval.bitext ...,
+  tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu
+                                           test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export
+
+Command -> test (docs/cross_lingual.md):
+  tools/objectives_experiment.py ...        NOT_RUN (six runs); its parts run above
 
 Command -> test (docs/benchmarks.md):
   train --model small --steps 10 --no_record --profile /tmp/trace   test_benchmark_profile
@@ -238,6 +244,19 @@ COMMANDS: dict[str, Command] = {
         "--tasks=udpos,tatoeba --languages=de,zh --gin.udpos/TaskHparams.batch_size=16",
         "the same smoke-run gin file (its flags, parsed after gin files, keep batch 16)",
         append=XTREME_SHORT),
+    "infoxlm_cpu": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/infoxlm_cpu.gin",
+        "300 steps of 16 rows -> 6 of 8, no evaluation; 8 bible languages -> 3 (28 pair "
+        "tasks per objective -> 3)",
+        append=("--gin.NUM_STEPS=6", "--gin.BATCH_SIZE=8", "--gin.TrainConfig.eval_every=0",
+                "--gin.BIBLE_LANGUAGES=['swh_Latn', 'est_Latn', 'wol_Latn']")),
+    "bitext_bible": Command(
+        ".venv/bin/python -m polyglot.eval.bitext --checkpoint_dir=workdir/infoxlm_cpu "
+        "--bible=../shared/data/parallel/bible --languages=swh_Latn,est_Latn,wol_Latn --books=REV",
+        "the first 64 aligned verses of each pair", append=("--max_pairs=64",)),
+    "to_hf_infoxlm": Command(
+        ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu "
+        "--output_dir=hf/infoxlm_cpu"),
     # ---- docs/benchmarks.md ----
     "bench_profile": Command(
         "python tools/benchmark.py train --model small --steps 10 --no_record --profile /tmp/trace",
@@ -326,6 +345,11 @@ NOT_RUN = {
         SAME_PLAN + "--remat=full runs together with --dtype=bfloat16",
     "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
     "--dtype=bfloat16": SAME_PLAN + "--dtype=bfloat16 runs together with --remat=full",
+    "python tools/objectives_experiment.py --tokens 3000000 --seeds 0 1 "
+    "--output workdir/objectives_experiment.json":
+        "six training runs, ~40 min on 2 cores: each arm is README's infoxlm_cpu command (run) "
+        "with RunConfig.objectives and NUM_STEPS set, scored by the bitext command (run); "
+        "tests/test_objectives_experiment.py runs its step counts and table",
 }
 
 # Prose and fixtures that run without being documented command lines.
@@ -490,6 +514,9 @@ def job_specs(r: Root) -> ct.Jobs:
       "xtreme_de_zh": ct.Job(lambda: run_xtreme(r, "xtreme_de_zh"), ("xtreme",)),
       "pretrain_base": simple("pretrain_base", "train_vocab"),
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
+      "infoxlm_cpu": simple("infoxlm_cpu"),
+      "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
+      "to_hf_infoxlm": simple("to_hf_infoxlm", "infoxlm_cpu"),
   }
   jobs.update({name: simple(name) for name in COMMANDS if name not in jobs})
   jobs_ = ct.Jobs(jobs)
@@ -862,6 +889,26 @@ def xtreme_report(done: ct.Result, out: pathlib.Path) -> dict:
   result = json.loads((out / "results.json").read_text())
   assert result["run"]["step"] == DEMO_STEPS
   return result
+
+
+needs_bible = pytest.mark.skipif(not (ct.SHARED / "data" / "parallel" / "bible").is_dir(),
+                                 reason="../shared/data/parallel/bible is absent")
+
+
+@needs_bible
+@uses("infoxlm_cpu", "bitext_bible", "to_hf_infoxlm")
+def test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export(jobs, root):
+  """MLM + TLM + XLCo on UDHR and bible pairs; the checkpoint scores and exports as any."""
+  done = jobs.result("infoxlm_cpu").ok()
+  assert f"done: {root.root / 'workdir' / 'infoxlm_cpu'}" in done.stdout
+  rows = [json.loads(line) for line in
+          (root.root / "workdir" / "infoxlm_cpu" / "metrics.jsonl").read_text().splitlines()]
+  last = [r for r in rows if r["split"] == "train"][-1]
+  assert {"mlm_loss", "tlm_loss", "xlco_loss", "xlco_queue_filled"} <= set(last)
+  scored = jobs.result("bitext_bible").ok().stdout
+  assert re.search(r"swh_Latn-est_Latn +64 ", scored) and "average" in scored
+  jobs.result("to_hf_infoxlm").ok()
+  assert HF_FILES <= {p.name for p in (root.root / "hf" / "infoxlm_cpu").iterdir()}
 
 
 @needs_xtreme_data
