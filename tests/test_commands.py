@@ -56,6 +56,7 @@ Command -> test (docs/benchmarks.md):
   scaling --model small --steps 3 --warmup 1              = README's scaling command once shortened
   python -c "... len(seqio...('embedded').tasks)"          test_embedded_mixture_has_630_tasks
   tools/benchmark.py data --batches 64 --warmup 16         test_benchmark_data
+  train --model base ... --objectives mlm,tlm,xlco          test_benchmark_of_three_objectives
   NOT_RUN lists the rest: the train-table rows (records the tool wrote), the other GPU
   commands (--remat, moe_base_e8, --profile: flags run by the commands above), scaling
   with `--lengths` and no value (README's scaling command runs its expert row).
@@ -263,6 +264,13 @@ COMMANDS: dict[str, Command] = {
         "small 8 x 128, 10 steps -> tiny 2 x 32, 2 steps; /tmp/trace under the fake root",
         replace=(("/tmp/", "{fs}/tmp/"),),
         append=("--model", "tiny", "--batch_size", "2", "--seq_len", "32", *BENCH)),
+    "bench_objectives": Command(
+        "python tools/benchmark.py train --model base --seq_len 512 --batch_size 32 --dtype "
+        "bfloat16 --attention cudnn --attention_dropout 0 --objectives mlm,tlm,xlco",
+        "a GPU command: XLA's attention, still bf16; base 32 x 512 -> tiny 2 x 64 (XLCo's "
+        "131,072-key queue kept), 2 steps, --no_record",
+        replace=(("cudnn", "xla"),),
+        append=("--model", "tiny", "--seq_len", "64", "--batch_size", "2", *BENCH)),
     "flops": Command(
         "python -c \"from polyglot import models, trainer; cfg = models.preset('small'); "
         "print([trainer.flops_per_token(cfg, 128, n / 128) / 1e6 for n in (128, 39)])\""),
@@ -809,6 +817,13 @@ def test_benchmark_bf16_flash_command(jobs):
   result = last_json(jobs.result("bench_flash").ok())
   assert result["batch"] == "2x64" and "hf" not in result
   assert "bfloat16" in json.dumps(result) and result["polyglot"]["tokens_per_s"] > 0
+
+
+@uses("bench_objectives")
+def test_benchmark_of_three_objectives(jobs):
+  result = last_json(jobs.result("bench_objectives").ok())
+  assert result["batch"] == "2x64" and "objectives mlm,tlm,xlco" in result["command"]
+  assert result["polyglot"]["tokens_per_s"] > 0
 
 
 @uses("bench_scaling")

@@ -47,6 +47,11 @@ def fill_mask_parse(argv):
   return fill_mask.parser().parse_args(argv)
 
 
+def bitext_parse(argv):
+  from polyglot.eval import bitext  # pylint: disable=g-import-not-at-top
+  return bitext.parser().parse_args(argv)
+
+
 class Entry(NamedTuple):
   parse: Callable            # argv -> argparse.Namespace
   commands: tuple            # argv prefixes whose --help lists the flags: (), or subcommands
@@ -80,6 +85,11 @@ def entries() -> dict[str, Entry]:
       "polyglot.eval.xtreme": Entry(
           xtreme_parse, ((),), ("--checkpoint_dir", "c", "--output_dir", "o"),
           ((), "--data_dir", "--data-dir", "d", "data_dir")),
+      "tools/objectives_experiment.py": Entry(  # no multi-word flag
+          parse_args_of(tool("objectives_experiment").parser), ((),), (), ()),
+      "polyglot.eval.bitext": Entry(
+          bitext_parse, ((),), ("--checkpoint_dir", "c", "--files", "a,b"),
+          ((), "--max_pairs", "--max-pairs", "5", "max_pairs")),
       "polyglot.fill_mask": Entry(
           fill_mask_parse, ((),), ("--checkpoint_dir", "c", "a <mask>"),
           ((), "--top_k", "--top-k", "3", "top_k")),

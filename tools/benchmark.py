@@ -110,6 +110,33 @@ def synthetic_batch(cfg, batch_size: int, seq_len: int, mask_rate: float = 0.15,
           "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch_size, 1))}
 
 
+def synthetic_pairs(cfg, batch_size: int, seq_len: int, seed: int = 1) -> dict[str, np.ndarray]:
+  """XLCo rows: full `<s> random pieces </s>` queries and keys."""
+  rng = np.random.default_rng(seed)
+  def side():
+    ids = rng.integers(4, cfg.mask_id, (batch_size, seq_len), dtype=np.int32)
+    ids[:, 0], ids[:, -1] = cfg.bos_id, cfg.eos_id
+    return ids
+  return {"query_ids": side(), "key_ids": side()}
+
+
+def bench_objectives(names: str, cfg, run_cfg) -> tuple:
+  """The objectives of `--objectives` (e.g. mlm,tlm,xlco), each on a batch of the run's
+  rows and length; XLCo with InfoXLM's queue and momentum."""
+  from polyglot import objectives  # pylint: disable=g-import-not-at-top
+  from polyglot.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  configs = {"mlm": objectives.MLM(), "tlm": objectives.TLM(mixture="synthetic"),
+             "xlco": objectives.XLCo(mixture="synthetic")}
+  unknown = [n for n in names.split(",") if n not in configs]
+  if unknown:
+    raise ConfigError(f"--objectives {names!r}: unknown {unknown}; use a comma list of "
+                      f"{list(configs)}")
+  tc = run_cfg.train
+  return objectives.build([configs[n] for n in names.split(",")],
+                          objectives.DataSpec("synthetic", "mlm", tc.batch_size, tc.seq_len),
+                          run_cfg.loss, cfg)
+
+
 class Runner(NamedTuple):
   steps: Callable[[int], list[float]]    # n -> seconds of n training steps, each blocked on
   report: Callable[[list[float]], dict]  # step seconds -> the measurement
@@ -148,22 +175,25 @@ def time_in_turns(runners: list[Runner], warmup: int, steps: int,
 def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
   """The trainer's jitted train_step on the mesh; compiled here, timed by the caller."""
   import jax  # pylint: disable=g-import-not-at-top
-  from polyglot import objectives, optimizer, sharding, train  # pylint: disable=g-import-not-at-top
+  from polyglot import optimizer, sharding, train, trainer  # pylint: disable=g-import-not-at-top
 
+  b, l = batch["input_ids"].shape
   run_cfg = train.RunConfig(
-      model=cfg, train=train.TrainConfig(num_steps=10_000, batch_size=batch["input_ids"].shape[0],
-                                         seq_len=batch["input_ids"].shape[1]),
+      model=cfg, train=train.TrainConfig(num_steps=10_000, batch_size=b, seq_len=l),
       optim=optimizer.OptimConfig(learning_rate=1e-4, warmup_steps=0),
-      loss=objectives.LossConfig(prediction_rate=args.prediction_rate),
+      loss=train.objectives.LossConfig(prediction_rate=args.prediction_rate),
       mesh=sharding.MeshConfig(**_mesh_shape(args.mesh)))
-  loss_cfg = run_cfg.loss
+  objs = bench_objectives(getattr(args, "objectives", "mlm"), cfg, run_cfg)
   mesh = sharding.make_mesh(run_cfg.mesh)
   with sharding.use_mesh(mesh):
-    setup = train.make_setup(cfg, run_cfg, mesh)
-    state = train.fresh_state(setup, cfg, run_cfg, mesh, vocab=None)
+    setup = train.make_setup(cfg, run_cfg, mesh, objs)
+    state = train.fresh_state(setup, cfg, run_cfg, mesh, None, objs)
     batch_sh = sharding.batch_shardings(batch, mesh)
-    device_batch = {"mlm": jax.device_put(batch, batch_sh)}
-    step, _ = train.compile_steps(setup, {"mlm": batch_sh}, objectives.mlm_only(loss_cfg))
+    batches = {o.name: synthetic_pairs(cfg, b, l) if o.data.features == "pairs" else batch
+               for o in objs}
+    device_batch = {name: jax.device_put(x, sharding.batch_shardings(x, mesh))
+                    for name, x in batches.items()}
+    step, _ = train.compile_steps(setup, batch_sh["input_ids"], objs)
     rng = jax.random.key(0)
     start = time.perf_counter()
     compiled = step.lower(state, device_batch, rng).compile()
@@ -175,11 +205,11 @@ def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
     jax.block_until_ready(metrics["loss"])
 
   def report(times: list[float]) -> dict:
-    b, l = batch["input_ids"].shape
     step_s = statistics.median(times)
     device = jax.devices()[0]
     peak = trainer.peak_flops(device)
-    flops = trainer.flops_per_token(cfg, l, trainer.decoder_share(loss_cfg, l))
+    tokens = sum(o.data.batch_size * o.data.seq_len for o in objs)
+    flops = sum(trainer.objective_flops(cfg, o) for o in objs) / tokens
     stats = device.memory_stats() or {}
     if "peak_bytes_in_use" in stats:
       memory = stats["peak_bytes_in_use"]
@@ -187,8 +217,8 @@ def polyglot_runner(cfg, batch: dict[str, np.ndarray], args) -> Runner:
       m = compiled.memory_analysis()
       memory = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
                 + m.temp_size_in_bytes)
-    mfu = None if peak is None else round(flops * b * l / step_s / (peak * mesh.size), 4)
-    return {"compile_s": round(compile_s, 2), **_step_stats(times, b * l), "mfu": mfu,
+    mfu = None if peak is None else round(flops * tokens / step_s / (peak * mesh.size), 4)
+    return {"compile_s": round(compile_s, 2), **_step_stats(times, tokens), "mfu": mfu,
             "memory_gib": round(memory / 2**30, 3),
             "devices": f"{mesh.size} x {device.device_kind}"}
 
@@ -520,6 +550,9 @@ def parser() -> cli.ArgumentParser:
   train.add_argument("--compare_hf", "--compare-hf", action="store_true",
                      help="also time HF PyTorch XLMRobertaForMaskedLM on the same batch")
   train.add_argument("--profile", help="write a jax.profiler trace of the timed steps here")
+  train.add_argument("--objectives", default="mlm",
+                     help="a comma list of mlm, tlm, xlco: each objective's batch is "
+                     "batch_size x seq_len rows in one step (XLCo: pairs of such rows)")
   train.add_argument("--note", default="", help="text for the notes column of the recorded row")
   train.set_defaults(run=run_train)
 

@@ -103,17 +103,21 @@ def experiment(args) -> str:
   return table(results)
 
 
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="tools/objectives_experiment.py", description=__doc__)
+  p.add_argument("--tokens", type=cli.positive_int, default=3_000_000,
+                 help="training tokens per arm (all objectives together)")
+  p.add_argument("--seeds", type=cli.non_negative_int, nargs="+", default=[0])
+  p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+  p.add_argument("--workdir", default="workdir/objectives_experiment")
+  p.add_argument("--bible", default="../shared/data/parallel/bible")
+  p.add_argument("--tatoeba", default="../shared/data/xtreme/tatoeba")
+  p.add_argument("--output", default=None, help="a JSON file for every number")
+  return p
+
+
 def main(argv=None) -> int:
-  parser = cli.ArgumentParser(prog="tools/objectives_experiment.py", description=__doc__)
-  parser.add_argument("--tokens", type=cli.positive_int, default=3_000_000,
-                      help="training tokens per arm (all objectives together)")
-  parser.add_argument("--seeds", type=cli.non_negative_int, nargs="+", default=[0])
-  parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-  parser.add_argument("--workdir", default="workdir/objectives_experiment")
-  parser.add_argument("--bible", default="../shared/data/parallel/bible")
-  parser.add_argument("--tatoeba", default="../shared/data/xtreme/tatoeba")
-  parser.add_argument("--output", default=None, help="a JSON file for every number")
-  return cli.main(parser, experiment, argv)
+  return cli.main(parser(), experiment, argv)
 
 
 if __name__ == "__main__":
