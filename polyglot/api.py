@@ -33,12 +33,27 @@ def model_meta(reader: checkpoint.Checkpointer, step: int) -> dict[str, Any]:
   return meta
 
 
+# The objectives that train the MLM head (polyglot/objectives): without one of them (RTD
+# alone) a masked_lm checkpoint's head is as initialised.
+MLM_HEAD_OBJECTIVES = ("mlm", "tlm")
+
+
+def mlm_head_trained(meta: dict[str, Any]) -> bool:
+  """Whether a masked_lm checkpoint's MLM head was trained (checkpoints without an
+  `objectives` record, imported or older, were MLM's)."""
+  described = meta.get("objectives")
+  return described is None or any(o.get("name") in MLM_HEAD_OBJECTIVES for o in described)
+
+
 def build_from_meta(meta: dict[str, Any], rngs: nnx.Rngs) -> nnx.Module:
-  """The (unrestored) model a checkpoint's metadata describes."""
+  """The (unrestored) model a checkpoint's metadata describes (with the RTD generator when
+  it has a `generator_config`)."""
   cfg = models.EncoderConfig.from_dict(meta["model_config"])
   labels = meta.get("labels")
+  generator = meta.get("generator_config")
   return models.build(meta.get("model_kind", "masked_lm"), cfg, rngs=rngs,
-                      num_labels=len(labels) if labels else None)
+                      num_labels=len(labels) if labels else None,
+                      generator=models.EncoderConfig.from_dict(generator) if generator else None)
 
 
 def load(checkpoint_dir: str, step: int | None = None,

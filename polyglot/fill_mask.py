@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from polyglot import paths
+from polyglot import api, paths
 from polyglot.convert import cli
 from polyglot.errors import ConfigError
 
@@ -75,6 +75,10 @@ def predict(loaded, text: str, top_k: int = 5) -> list[list[Prediction]]:
   if kind != "masked_lm":
     raise ConfigError(f"the checkpoint holds a {kind} model: fill-mask needs a masked_lm "
                       "checkpoint")
+  if not api.mlm_head_trained(loaded.meta):
+    raise ConfigError("the checkpoint was pretrained without MLM or TLM (replaced-token "
+                      "detection alone), so its MLM head is untrained: fill-mask needs a "
+                      "checkpoint trained with MLM or TLM in RunConfig.objectives")
   vocab = loaded.vocab
   ids = encode(vocab, text)
   if len(ids) > loaded.config.max_len:

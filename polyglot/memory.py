@@ -51,16 +51,30 @@ def _abstract(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
+# What `plan` can train: XLM-R's MLM, or ELECTRA/XLM-E replaced-token detection (MRTD with
+# the default generator, 1/3 of the width).
+OBJECTIVES = ("mlm", "rtd")
+
+
+def plan_objectives(objective: str, cfg: EncoderConfig, batch_size: int,
+                    seq_len: int) -> tuple[objectives.Objective, ...]:
+  if objective == "mlm":
+    return objectives.mlm_only(batch_size=batch_size, seq_len=seq_len)
+  data = objectives.DataSpec("", "mlm", batch_size, seq_len)
+  return (objectives.MRTD().build(data, objectives.LossConfig(), cfg),)
+
+
 def plan(cfg: EncoderConfig, mesh: Mesh, *, batch_size: int, seq_len: int,
-         rules: sharding.Rules = sharding.DEFAULT_RULES) -> MemoryPlan:
-  """Compiles the trainer's `train_step` for `cfg` on `mesh` with a [batch_size, seq_len] batch."""
+         rules: sharding.Rules = sharding.DEFAULT_RULES, objective: str = "mlm") -> MemoryPlan:
+  """Compiles the trainer's `train_step` for `cfg` on `mesh` with a [batch_size, seq_len]
+  batch of `objective` (one of OBJECTIVES)."""
+  objs = plan_objectives(objective, cfg, batch_size, seq_len)
   setup = trainer.make_setup(cfg, mesh, optim=optimizer.OptimConfig(), num_steps=1000,
-                             rules=rules)
-  batch = {"mlm": {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32)
-                   for k in BATCH_KEYS}}
+                             rules=rules, objectives=objs)
+  batch = {o.name: {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32)
+                    for k in BATCH_KEYS} for o in objs}
   batch_sh = sharding.batch_shardings(batch, mesh, rules)
-  step = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule,
-                                         objectives.mlm_only()),
+  step = jax.jit(trainer.bind_train_step(setup.graphdef, setup.tx, setup.schedule, objs),
                  in_shardings=(setup.shardings, batch_sh, None),
                  out_shardings=(setup.shardings, None), donate_argnums=(0,))
   start = time.perf_counter()

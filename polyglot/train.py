@@ -316,19 +316,23 @@ def fresh_state(setup: trainer.Setup, cfg: models.EncoderConfig, run: RunConfig,
                 objs=()):
   """Initialises parameters, optimizer and objective state directly in their shards."""
   def init():
-    model = models.MaskedLM(cfg, rngs=nnx.Rngs(run.train.seed))
+    model = trainer.pretraining_model(cfg, objs, run.train.seed)
     return trainer.init_state(nnx.to_pure_dict(nnx.split(model)[1]), setup.tx, objs)
   with sharding.use_mesh(mesh, run.rules):
     state = jax.jit(init, out_shardings=setup.shardings)()
   if run.train.init_from:
-    restored = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(run.train.init_from),
-                                     read_only=True).restore(setup.abstract.params)
+    reader = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(run.train.init_from), read_only=True)
+    wanted = setup.abstract.params
+    if "generator" in wanted and "generator_config" not in reader.read_meta(
+        reader.resolve_step()):  # an MLM checkpoint starts the RTD run's discriminator
+      wanted = {k: wanted[k] for k in ("encoder", "lm_head")}
+    restored = reader.restore(wanted)
     if restored.vocab != vocab.model_bytes:
       raise ConfigError(f"TrainConfig.init_from={run.train.init_from!r} has another vocabulary "
                         f"than the mixture {run.train.mixture!r}: tokenize the data with the "
                         "checkpoint's SentencePiece model (e.g. text_directory_mixture."
                         "vocabulary = '<init_from>/sentencepiece.bpe.model')")
-    params = restored.params
+    params = dict(state.params, **restored.params)  # the generator stays fresh if not restored
     with sharding.use_mesh(mesh, run.rules):
       state = jax.jit(lambda p: trainer.init_state(p, setup.tx, objs),
                       out_shardings=setup.shardings)(params)
@@ -387,7 +391,8 @@ def compile_steps(setup: trainer.Setup, batch_sharding, objs):
   eval_fns = {o.name: jax.jit(lambda p, b, o=o: trainer.eval_step(p, b, graphdef=setup.graphdef,
                                                                   objective=o),
                               in_shardings=(setup.shardings.params, batch_sharding))
-              for o in objs if isinstance(o, objectives.MaskedLanguageModel)}
+              for o in objs if isinstance(o, (objectives.MaskedLanguageModel,
+                                              objectives.ReplacedTokenDetection))}
   return step_fn, eval_fns
 
 
@@ -411,6 +416,8 @@ def build(run: RunConfig, gin_config: str) -> Job:
   setup = make_setup(cfg, run, mesh, objs)
   meta = {"model_kind": "masked_lm", "model_config": cfg.to_dict(), "gin_config": gin_config,
           "objectives": [o.describe() for o in objs]}
+  if (generator := objectives.generator_of(objs)) is not None:
+    meta["generator_config"] = generator.to_dict()
   step_fn, eval_fns = compile_steps(setup, batch_sh, objs)
   tokens = sum(o.data.batch_size * o.data.seq_len for o in objs)
   flops = sum(trainer.objective_flops(cfg, o) for o in objs)

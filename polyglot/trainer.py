@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from polyglot import optimizer, sharding
+from polyglot import models, optimizer, sharding
+from polyglot import objectives as objectives_lib
 from polyglot.models.config import EncoderConfig
-from polyglot.models.heads import MaskedLM
 from polyglot.objectives import (Batch, Contrastive, LossConfig, MaskedLanguageModel, Metrics,
-                                 Objective)
+                                 Objective, ReplacedTokenDetection)
 
 # Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -95,6 +95,14 @@ def eval_step(params, batch: Batch, *, graphdef: nnx.GraphDef, objective: Object
   return objective.evaluate(params, graphdef, batch)
 
 
+def pretraining_model(cfg: EncoderConfig, objectives: Sequence[Objective], seed: int
+                      ) -> nnx.Module:
+  """The model the objectives train: a MaskedLM, with the RTD generator and detection head
+  when an RTD objective is among them (its checkpoint meta's `generator_config`)."""
+  return models.build("masked_lm", cfg, rngs=nnx.Rngs(seed),
+                      generator=objectives_lib.generator_of(objectives))
+
+
 def init_state(params, tx: optax.GradientTransformation,
                objectives: Sequence[Objective] = ()) -> TrainState:
   states = {o.name: s for o in objectives if (s := o.init_state(params))}
@@ -116,7 +124,7 @@ def make_setup(cfg: EncoderConfig, mesh: jax.sharding.Mesh, *, optim: optimizer.
                objectives: Sequence[Objective] = ()) -> Setup:
   """Shapes and shardings of the train state, without allocating a parameter."""
   graphdef, abstract_state, state_sh = sharding.abstract_state(
-      lambda: MaskedLM(cfg, rngs=nnx.Rngs(seed)), mesh, rules)
+      lambda: pretraining_model(cfg, objectives, seed), mesh, rules)
   params, param_sh = nnx.to_pure_dict(abstract_state), nnx.to_pure_dict(state_sh)
   tx, schedule = optimizer.make_optimizer(optim, num_steps)
   opt = jax.eval_shape(tx.init, params)
@@ -163,6 +171,23 @@ def flops_per_token(cfg: EncoderConfig, length: int, decoder_share: float = 1.0)
   return 6.0 * matmul_params + 12.0 * n_layers * length * d
 
 
+def rtd_flops_per_token(cfg: EncoderConfig, generator: EncoderConfig, length: int,
+                        share: float) -> float:
+  """Training FLOPs per token of replaced-token detection (objectives/rtd.py).
+
+  The discriminator: its encoder and the detection head at every position
+  (d x d + d, no d x v decoder). The generator: its encoder on the shared
+  embeddings, their projection to its width (d x g), and its MLM head at the
+  `share` of positions it predicts (g x d + d x v, tied to the shared table).
+  All forward and backward (6 x); sampling costs no matmul.
+  """
+  d, g, v = cfg.hidden_size, generator.hidden_size, cfg.vocab_size
+  discriminator = flops_per_token(cfg, length, 0.0) + 6.0 * (d * d + d)
+  generator_head = share * (g * d + d * v)
+  return (discriminator + flops_per_token(generator, length, 0.0)
+          + 6.0 * (d * g + generator_head))
+
+
 def decoder_share(loss_cfg: LossConfig, length: int) -> float:
   """Share of a row's positions the MLM head runs at (see `objectives.mlm.select_predictions`)."""
   if loss_cfg.prediction_rate is None:
@@ -182,6 +207,9 @@ def objective_flops(cfg: EncoderConfig, o: Objective) -> float:
   if isinstance(o, MaskedLanguageModel):
     return tokens * flops_per_token(cfg, o.data.seq_len,
                                     decoder_share(o.loss_cfg, o.data.seq_len))
+  if isinstance(o, ReplacedTokenDetection):
+    return tokens * rtd_flops_per_token(cfg, o.generator, o.data.seq_len,
+                                        decoder_share(o.loss_cfg, o.data.seq_len))
   encoder = flops_per_token(cfg, o.data.seq_len, 0.0)  # 6 x encoder, no MLM head
   key_share = 1 / 3 if isinstance(o, Contrastive) and o.negatives == "queue" else 1.0
   return tokens * encoder * (1 + key_share)

@@ -45,6 +45,9 @@ Command -> test (README.md):
   train --gin_file=runs/infoxlm_cpu.gin, python -m polyglot.eval.bitext ...,
   tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu
                                            test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export
+  train --gin_file=runs/xlme_cpu.gin, python -m polyglot.eval.xtreme --checkpoint_dir=workdir/xlme_cpu,
+  tools/convert_to_hf.py --checkpoint_dir=workdir/xlme_cpu
+                                           test_xlme_cpu_recipe_then_xtreme_and_export
 
 Command -> test (docs/cross_lingual.md):
   tools/objectives_experiment.py ...        NOT_RUN (six runs); its parts run above
@@ -62,10 +65,10 @@ Command -> test (docs/benchmarks.md):
   with `--lengths` and no value (README's scaling command runs its expert row).
 
 Command -> test (docs/scaling.md):
-  plan_memory rows 1 (= README's), 4, 7 and 12        test_plan_memory[...]
+  plan_memory rows 1 (= README's), 4, 7 and 12, and the large RTD row   test_plan_memory[...]
   python -c "... parameter counts ..."      test_parameter_count_one_liner
-  NOT_RUN lists the other eight plan_memory commands (same tool and model, other mesh
-  sizes or one of the flags that a run command combines).
+  NOT_RUN lists the other ten plan_memory commands (same tool and model, other mesh
+  sizes or one of the flags that a run command combines; base compiles slower).
 
 Multi-host: the one two-process run (expensive: ~2 x a training run on 2 cores) is the
 TPU pod's, since it adds what no other test has: several processes writing one
@@ -258,6 +261,19 @@ COMMANDS: dict[str, Command] = {
     "to_hf_infoxlm": Command(
         ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu "
         "--output_dir=hf/infoxlm_cpu"),
+    "xlme_cpu": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/xlme_cpu.gin",
+        "300 steps of 16 rows -> 6 of 8, no evaluation; 8 bible languages -> 3",
+        append=("--gin.NUM_STEPS=6", "--gin.BATCH_SIZE=8", "--gin.TrainConfig.eval_every=0",
+                "--gin.BIBLE_LANGUAGES=['swh_Latn', 'est_Latn', 'wol_Latn']")),
+    "xtreme_xlme": Command(
+        ".venv/bin/python -m polyglot.eval.xtreme --checkpoint_dir=workdir/xlme_cpu "
+        "--data_dir=../shared/data/xtreme --output_dir=xtreme/xlme_cpu --tasks=udpos "
+        "--languages=de,zh",
+        "the smoke-run gin file of the first XTREME command", append=XTREME_SHORT),
+    "to_hf_xlme": Command(
+        ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=workdir/xlme_cpu "
+        "--output_dir=hf/xlme_cpu"),
     # ---- docs/benchmarks.md ----
     "bench_profile": Command(
         "python tools/benchmark.py train --model small --steps 10 --no_record --profile /tmp/trace",
@@ -288,6 +304,9 @@ COMMANDS: dict[str, Command] = {
         "python tools/plan_memory.py --model=moe_large_e64 --mesh=expert=8 --batch=64 --seq=512"),
     "plan_layers_1": Command(
         "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=1"),
+    "plan_rtd_large": Command(
+        "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
+        "--objective=rtd"),
     "plan_remat_bf16": Command(
         "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
         "--remat=full --dtype=bfloat16"),
@@ -345,6 +364,12 @@ NOT_RUN = {
     "--seq=512": SAME_PLAN + "64 fake devices; the expert=8 row runs",
     "python tools/plan_memory.py --model=moe_large_e64 --mesh=data=4,fsdp=8,expert=8 "
     "--batch=2048 --seq=512": SAME_PLAN + "256 fake devices, a slower compile",
+    "python tools/plan_memory.py --model=base --mesh=fsdp=8 --batch=64 --seq=512 "
+    "--objective=mlm": SAME_PLAN + "base compiles its 12 layers unscanned (13 s); the "
+                       "objective's path runs in the large RTD row",
+    "python tools/plan_memory.py --model=base --mesh=fsdp=8 --batch=64 --seq=512 "
+    "--objective=rtd": SAME_PLAN + "base compiles both stacks unscanned (34 s); the large "
+                       "RTD row runs",
     "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=2":
         SAME_PLAN + "--layers runs with 1",
     "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=4":
@@ -525,6 +550,10 @@ def job_specs(r: Root) -> ct.Jobs:
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
       "to_hf_infoxlm": simple("to_hf_infoxlm", "infoxlm_cpu"),
+      "xlme_cpu": simple("xlme_cpu"),
+      # After the first XTREME job: both write the smoke-run gin file.
+      "xtreme_xlme": ct.Job(lambda: run_xtreme(r, "xtreme_xlme"), ("xlme_cpu", "xtreme")),
+      "to_hf_xlme": simple("to_hf_xlme", "xlme_cpu"),
   }
   jobs.update({name: simple(name) for name in COMMANDS if name not in jobs})
   jobs_ = ct.Jobs(jobs)
@@ -782,6 +811,8 @@ PLANS = {
                     {"params": 4.72, "optimizer": 9.43, "temp": 32.0, "peak": 46.2}),
     "plan_layers_1": ("model=large layers=1", "64x512", {"temp": 4.5}),
     "plan_remat_bf16": ("dtype=bfloat16 remat=full", "64x512", {"temp": 5.0}),
+    "plan_rtd_large": ("model=large layers=24 dtype=float32 remat=none", "64x512 objective=rtd",
+                       {"params": 0.278, "optimizer": 0.556, "temp": 29.7, "peak": 30.5}),
 }
 
 
@@ -924,6 +955,42 @@ def test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export(jobs, root):
   assert re.search(r"swh_Latn-est_Latn +64 ", scored) and "average" in scored
   jobs.result("to_hf_infoxlm").ok()
   assert HF_FILES <= {p.name for p in (root.root / "hf" / "infoxlm_cpu").iterdir()}
+
+
+@needs_bible
+@needs_xtreme_data
+@uses("xlme_cpu", "xtreme_xlme", "to_hf_xlme")
+def test_xlme_cpu_recipe_then_xtreme_and_export(jobs, root):
+  """MRTD + TRTD on UDHR and bible pairs; XTREME fine-tunes the discriminator; it exports as
+  an XLMRobertaModel whose hidden states are the polyglot encoder's."""
+  workdir = root.root / "workdir" / "xlme_cpu"
+  assert f"done: {workdir}" in jobs.result("xlme_cpu").ok().stdout
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  last = [r for r in rows if r["split"] == "train"][-1]
+  assert {"mrtd_detection_loss", "mrtd_generator_loss", "trtd_detection_loss"} <= set(last)
+  assert "mlm_loss" not in last
+  done = jobs.result("xtreme_xlme").ok()
+  out = root.root / "xtreme" / "xlme_cpu"
+  assert f"done: {out / 'results.md'}" in done.stdout
+  result = json.loads((out / "results.json").read_text())
+  assert set(result["tasks"]) == {"udpos"} and result["run"]["step"] == 6
+  assert set(result["tasks"]["udpos"]["languages"]) == {"de", "zh"}
+  assert "XLMRobertaModel" in jobs.result("to_hf_xlme").ok().stdout
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  import polyglot  # pylint: disable=g-import-not-at-top
+  hf = transformers.AutoModel.from_pretrained(str(root.root / "hf" / "xlme_cpu")).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(root.root / "hf" / "xlme_cpu"))
+  ids = tokenizer(["Habari ya dunia", "Tere maailm"], padding=True, return_tensors="pt")
+  with torch.no_grad():
+    theirs = hf(**ids).last_hidden_state.numpy()
+  loaded = polyglot.load(str(workdir))
+  ours = np.asarray(loaded.model.encoder(ids["input_ids"].numpy().astype(np.int32)).last_hidden)
+  real = ids["attention_mask"].numpy() > 0
+  np.testing.assert_allclose(ours[real], theirs[real], atol=2e-4)
 
 
 @needs_xtreme_data

@@ -60,14 +60,22 @@ def test_moe_and_loss_macros_reach_their_configs():
   assert gin.query_parameter("%PREDICTION_RATE") == 0.3
 
 
-def test_infoxlm_recipe_builds_mlm_tlm_xlco_with_infoxlms_settings(tmp_path):
-  (tmp_path / "text").mkdir()
-  (tmp_path / "text" / "sw.txt").write_text("Habari ya dunia.\nKaribu sana.\n")
-  (tmp_path / "opus").mkdir()
-  (tmp_path / "opus" / "en-sw.en").write_text("Hello world.\nWelcome.\n")
-  (tmp_path / "opus" / "en-sw.sw").write_text("Habari ya dunia.\nKaribu.\n")
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+  """A text directory and a Moses pair, one set for the module: the recipes register their
+  mixtures ('text', 'opus') by name, once per process."""
+  root = tmp_path_factory.mktemp("corpora")
+  (root / "text").mkdir()
+  (root / "text" / "sw.txt").write_text("Habari ya dunia.\nKaribu sana.\n")
+  (root / "opus").mkdir()
+  (root / "opus" / "en-sw.en").write_text("Hello world.\nWelcome.\n")
+  (root / "opus" / "en-sw.sw").write_text("Habari ya dunia.\nKaribu.\n")
+  return root
+
+
+def test_infoxlm_recipe_builds_mlm_tlm_xlco_with_infoxlms_settings(corpora):
   run = train.parse_gin(["runs/pretrain_infoxlm.gin"], [
-      f"TEXT_DIR = '{tmp_path / 'text'}'", f"PARALLEL_DIR = '{tmp_path / 'opus'}'",
+      f"TEXT_DIR = '{corpora / 'text'}'", f"PARALLEL_DIR = '{corpora / 'opus'}'",
       "VOCAB = None", "INIT_FROM = '/ckpt/xlmr-base'"])
   mlm, tlm, xlco = run.objectives
   assert type(mlm).__name__ == "MLM" and tlm.mixture == xlco.mixture == "opus"
@@ -75,3 +83,15 @@ def test_infoxlm_recipe_builds_mlm_tlm_xlco_with_infoxlms_settings(tmp_path):
                                                                             0.9999, 0.25)
   assert run.model.dropout_rate == run.model.attention_dropout_rate == 0.0
   assert run.optim.learning_rate == 2e-4 and run.train.batch_size == 2048
+
+
+def test_xlme_recipe_builds_mrtd_trtd_with_electras_settings(corpora):
+  run = train.parse_gin(["runs/pretrain_xlme.gin"], [
+      f"TEXT_DIR = '{corpora / 'text'}'", f"PARALLEL_DIR = '{corpora / 'opus'}'",
+      "VOCAB = None"])
+  mrtd, trtd = run.objectives
+  assert type(mrtd).__name__ == "MRTD" and trtd.mixture == "opus" and trtd.seq_len == 256
+  for o in (mrtd, trtd):
+    assert (o.discriminator_weight, o.generator_size, o.generator_layers) == (50.0, 1 / 3, None)
+  assert run.model.num_layers == 12 and run.model.dtype == "bfloat16"
+  assert run.optim.learning_rate == 2e-4 and run.train.init_from is None

@@ -1,4 +1,5 @@
-"""The objectives layer: MLM unchanged, XLCo's loss and state, every objective sharded.
+"""The objectives layer: MLM unchanged, XLCo's loss and state, every objective (RTD too)
+sharded.
 
 References are independent computations: the train step as it was before the
 objectives layer (read from the repository's history), numpy InfoNCE, and the
@@ -16,7 +17,8 @@ from flax import nnx
 
 from polyglot import models, objectives, optimizer, sharding, train, trainer
 from polyglot.errors import ConfigError
-from polyglot.objectives import xlco
+from polyglot.models import rtd as rtd_model
+from polyglot.objectives import rtd, xlco
 
 CFG = models.preset("tiny")  # dropout on, as pretraining has it
 BEFORE_OBJECTIVES = "e9900a3"  # the last commit whose trainer held MLM itself
@@ -191,7 +193,9 @@ def all_objectives(queue: bool = True):
           xlco.Contrastive("xlco", 2.0, spec("pairs", 12), layer=1,
                            negatives="queue" if queue else "in_batch", queue_size=8,
                            momentum=0.9, hidden_size=SHARD_CFG.hidden_size,
-                           pad_id=SHARD_CFG.pad_id))
+                           pad_id=SHARD_CFG.pad_id),
+          rtd.ReplacedTokenDetection("mrtd", 0.5, spec("mlm", 16), SHARD_LOSS, 50.0,
+                                     rtd_model.generator_config(SHARD_CFG, 1 / 3)))
 
 
 def objective_steps(mesh_cfg, objs, steps=2, devices=None):
@@ -207,7 +211,7 @@ def objective_steps(mesh_cfg, objs, steps=2, devices=None):
   with sharding.use_mesh(mesh, run.rules):
     for i in range(steps):
       batch = {"mlm": mlm_batch(i, vocab=512), "tlm": mlm_batch(100 + i, vocab=512),
-               "xlco": pair_batch(i, vocab=512)}
+               "xlco": pair_batch(i, vocab=512), "mrtd": mlm_batch(200 + i, vocab=512)}
       batch = jax.device_put(batch, batch_sh)
       if i == 0:
         step_fn = step_fn.lower(state, batch, jax.random.key(0)).compile(FAST_COMPILE)
@@ -224,12 +228,14 @@ def single_device_objectives():
 @pytest.mark.parametrize("mesh_cfg", [sharding.MeshConfig(data=8),
                                       sharding.MeshConfig(data=1, fsdp=8)], ids=["data", "fsdp"])
 def test_every_objective_sharded_equals_single_device(mesh_cfg, single_device_objectives):
-  """MLM + TLM + XLCo (the queue full at the second step): losses, gradient norms, parameters,
-  the momentum encoder and the queue agree with one device."""
+  """MLM + TLM + XLCo (the queue full at the second step) + MRTD: losses, gradient norms,
+  parameters (the RTD generator's too), the momentum encoder and the queue agree with one
+  device."""
   want_metrics, want = single_device_objectives
   got_metrics, got = objective_steps(mesh_cfg, all_objectives(True))
   for w, g in zip(want_metrics, got_metrics):
-    for name in ("loss", "mlm_loss", "tlm_loss", "xlco_loss", "grad_norm"):
+    for name in ("loss", "mlm_loss", "tlm_loss", "xlco_loss", "mrtd_loss", "mrtd_replaced",
+                 "grad_norm"):
       np.testing.assert_allclose(g[name], w[name], rtol=2e-5, err_msg=name)
   assert float(got_metrics[-1]["xlco_queue_filled"]) == 1.0  # negatives were in play
   for w, g in zip(jax.tree.leaves((want.params, want.objectives)),

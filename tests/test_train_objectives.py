@@ -1,9 +1,12 @@
 """Training with MLM + TLM + XLCo: TLM rows on real verse pairs, exact resume with the
-momentum encoder and the queue, and a checkpoint that loads like an MLM one.
+momentum encoder and the queue, and a checkpoint that loads like an MLM one; MRTD + TRTD
+starting from it, resumed exactly with the generator.
 
 Runs are in-process `train.train` calls on a 6-language slice of the embedded corpus
 (MLM) and 3 languages of the shared bible (TLM, XLCo); they skip without ../shared/data.
 """
+import dataclasses
+import json
 import pathlib
 import shutil
 
@@ -84,9 +87,16 @@ def saved_state(workdir, step):
   return jax.device_get((restored.params, restored.opt_state)), restored.data
 
 
-def test_resume_is_bit_identical_with_the_momentum_encoder_and_queue(bible, tmp_path):
-  full, resumed = tmp_path / "full", tmp_path / "resumed"
-  train.train(run_config(bible, 4, 2), str(full))
+@pytest.fixture(scope="module")
+def full_run(bible, tmp_path_factory):
+  """The 4 steps of MLM + TLM + XLCo, checkpoints at 2 and 4."""
+  workdir = tmp_path_factory.mktemp("objectives") / "full"
+  train.train(run_config(bible, 4, 2), str(workdir))
+  return workdir
+
+
+def test_resume_is_bit_identical_with_the_momentum_encoder_and_queue(bible, full_run, tmp_path):
+  full, resumed = full_run, tmp_path / "resumed"
   shutil.copytree(full / "checkpoints" / "2", resumed / "checkpoints" / "2")
   train.train(run_config(bible, 4, 2), str(resumed))
   (want, want_opt), data = saved_state(full, 4)
@@ -102,3 +112,46 @@ def test_resume_is_bit_identical_with_the_momentum_encoder_and_queue(bible, tmp_
   assert loaded.meta["model_kind"] == "masked_lm"
   assert [o["name"] for o in loaded.meta["objectives"]] == ["mlm", "tlm", "xlco"]
   assert loaded.meta["objectives"][2]["queue_size"] == 16
+
+
+def rtd_config(bible, init_from):
+  run = run_config(bible, 4, 2)
+  return dataclasses.replace(
+      run, train=dataclasses.replace(run.train, init_from=init_from),
+      objectives=(objectives.MRTD(), objectives.TRTD(mixture=bible, seq_len=48)))
+
+
+def test_rtd_starts_from_an_mlm_checkpoint_and_resumes_bit_identically(bible, full_run,
+                                                                       tmp_path):
+  """MRTD + TRTD from the MLM run's checkpoint: the discriminator starts as that encoder and
+  MLM head, the generator fresh; resumed from step 2 it ends bit-identical, generator too."""
+  config = rtd_config(bible, str(full_run))
+  job = train.build(config, "")
+  start = jax.device_get(train.fresh_state(job.setup, job.cfg, config, job.mesh, job.vocab,
+                                           job.objectives).params)
+  (mlm_params, _), _ = saved_state(full_run, 4)
+  for a, b in zip(jax.tree.leaves({k: start[k] for k in ("encoder", "lm_head")}),
+                  jax.tree.leaves(mlm_params), strict=True):
+    assert np.array_equal(a, b)
+  assert {"generator", "rtd_head"} <= set(start)
+
+  full, resumed = tmp_path / "rtd", tmp_path / "rtd_resumed"
+  train.train(config, str(full))
+  shutil.copytree(full / "checkpoints" / "2", resumed / "checkpoints" / "2")
+  train.train(config, str(resumed))
+  reader = lambda w: checkpoint.Checkpointer(str(w / "checkpoints"), read_only=True)  # noqa: E731
+  want, got = (jax.device_get(reader(w).restore(job.setup.abstract.params,
+                                                train.opt_item(job.setup.abstract), step=4))
+               for w in (full, resumed))
+  for a, b in zip(jax.tree.leaves((want.params, want.opt_state)),
+                  jax.tree.leaves((got.params, got.opt_state)), strict=True):
+    assert np.array_equal(a, b)
+  assert sorted(want.data["states"]) == ["mrtd", "trtd"]
+
+  loaded = polyglot.load(str(full))
+  assert type(loaded.model).__name__ == "ReplacedTokenDetector"
+  assert loaded.meta["generator_config"]["hidden_size"] == job.cfg.hidden_size // 4
+  assert [o["name"] for o in loaded.meta["objectives"]] == ["mrtd", "trtd"]
+  rows = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+  held_out = [r for r in rows if r["split"] == "eval"][-1]
+  assert {"mrtd_detection_loss", "trtd_detection_loss", "trtd_generator_accuracy"} <= set(held_out)

@@ -121,12 +121,14 @@ def synthetic_pairs(cfg, batch_size: int, seq_len: int, seed: int = 1) -> dict[s
 
 
 def bench_objectives(names: str, cfg, run_cfg) -> tuple:
-  """The objectives of `--objectives` (e.g. mlm,tlm,xlco), each on a batch of the run's
-  rows and length; XLCo with InfoXLM's queue and momentum."""
+  """The objectives of `--objectives` (e.g. mlm,tlm,xlco or mrtd,trtd), each on a batch of
+  the run's rows and length; XLCo with InfoXLM's queue and momentum, RTD with ELECTRA's
+  generator (1/3) and lambda."""
   from polyglot import objectives  # pylint: disable=g-import-not-at-top
   from polyglot.errors import ConfigError  # pylint: disable=g-import-not-at-top
   configs = {"mlm": objectives.MLM(), "tlm": objectives.TLM(mixture="synthetic"),
-             "xlco": objectives.XLCo(mixture="synthetic")}
+             "xlco": objectives.XLCo(mixture="synthetic"), "mrtd": objectives.MRTD(),
+             "trtd": objectives.TRTD(mixture="synthetic")}
   unknown = [n for n in names.split(",") if n not in configs]
   if unknown:
     raise ConfigError(f"--objectives {names!r}: unknown {unknown}; use a comma list of "
@@ -551,8 +553,8 @@ def parser() -> cli.ArgumentParser:
                      help="also time HF PyTorch XLMRobertaForMaskedLM on the same batch")
   train.add_argument("--profile", help="write a jax.profiler trace of the timed steps here")
   train.add_argument("--objectives", default="mlm",
-                     help="a comma list of mlm, tlm, xlco: each objective's batch is "
-                     "batch_size x seq_len rows in one step (XLCo: pairs of such rows)")
+                     help="a comma list of mlm, tlm, xlco, mrtd, trtd: each objective's batch "
+                     "is batch_size x seq_len rows in one step (XLCo: pairs of such rows)")
   train.add_argument("--note", default="", help="text for the notes column of the recorded row")
   train.set_defaults(run=run_train)
 

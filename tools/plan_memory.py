@@ -2,6 +2,7 @@
 
   python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512
   python tools/plan_memory.py --model=moe_large_e64 --mesh=data=8,expert=8 --batch=512
+  python tools/plan_memory.py --model=base --mesh=fsdp=8 --batch=256 --seq=512 --objective=rtd
 
 Nothing is allocated: the step is compiled for abstract inputs (see
 `polyglot/memory.py`). The mesh sizes must be explicit; their product is the
@@ -41,6 +42,9 @@ def parser() -> cli.ArgumentParser:
   p.add_argument("--layers", type=cli.positive_int, help="override num_layers (compile time)")
   p.add_argument("--remat", help="override the remat policy, e.g. full")
   p.add_argument("--dtype", help="override the compute dtype, e.g. bfloat16")
+  p.add_argument("--objective", default="mlm", choices=("mlm", "rtd"),
+                 help="mlm (XLM-R), or rtd: replaced-token detection (XLM-E's MRTD) with its "
+                      "generator at 1/3 of the width")
   return p
 
 
@@ -61,10 +65,10 @@ def plan(args) -> str:
     raise ConfigError(f"--seq={seq} is invalid: {args.model} takes at most "
                       f"max_len={cfg.max_len} tokens; use --seq <= {cfg.max_len}")
   mesh = sharding.make_mesh(sharding.MeshConfig(**{"data": 1, **args.mesh}))
-  result = memory.plan(cfg, mesh, batch_size=args.batch, seq_len=seq)
+  result = memory.plan(cfg, mesh, batch_size=args.batch, seq_len=seq, objective=args.objective)
   gib = 2.0 ** 30
   lines = [f"model={args.model} layers={cfg.num_layers} dtype={cfg.dtype} remat={cfg.remat} "
-           f"mesh={dict(mesh.shape)} batch={args.batch}x{seq}"]
+           f"mesh={dict(mesh.shape)} batch={args.batch}x{seq} objective={args.objective}"]
   lines += [f"  {name:<10} {getattr(result, name) / gib:9.3f} GiB per device"
             for name in ("params", "optimizer", "batch", "temp", "peak")]
   lines.append(f"  compiled in {result.compile_seconds:.0f} s")

@@ -8,7 +8,12 @@ The directory holds `config.json` (XLM-R's values written out, `architectures`,
 tensor of the `XLMRobertaFor*` state dict; for MLM the decoder tied to the
 word embeddings is stored too, so loaders that do not tie weights read the
 same model) and the tokenizer files (polyglot/convert/tokenizer.py). An MoE
-checkpoint has no transformers class and is refused.
+checkpoint has no transformers class and is refused. A checkpoint pretrained
+with replaced-token detection alone (objectives/rtd.py) exports its
+discriminator as `XLMRobertaModel`, the encoder without a head: its MLM head
+was never trained, and transformers has no XLM-R class for the detection head
+(`ElectraForPreTraining` numbers positions from 0, XLM-R from pad_id + 1), which
+stays in the polyglot checkpoint with the generator.
 """
 from __future__ import annotations
 
@@ -46,6 +51,8 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
     raise ConversionError(f"checkpoint {checkpoint_dir} holds a {loaded.vocab.vocab_size}-id "
                           f"vocabulary for a {cfg.vocab_size}-id model: it is inconsistent; "
                           "export a checkpoint written by polyglot.train or a polyglot tool")
+  if kind == "masked_lm" and not api.mlm_head_trained(loaded.meta):
+    kind = "encoder"  # RTD alone trained no MLM head: the encoder is the model
   state = hf.to_hf(hf.params_of(loaded.model), cfg, kind)
   labels = loaded.meta.get("labels")
   with files.writing(out):
@@ -55,7 +62,7 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
       write_config(local, hf.config_to_hf(cfg, kind, dict(enumerate(labels)) if labels else None))
       write_weights(local / WEIGHTS, state)
       tokenizer.save(loaded.vocab, local, cfg.max_len)
-  return Exported(out, hf.HF_ARCHITECTURES[kind], loaded.step, cfg.vocab_size)
+  return Exported(out, hf.architecture(kind), loaded.step, cfg.vocab_size)
 
 
 def write_config(directory: pathlib.Path, hf_config: dict) -> None:

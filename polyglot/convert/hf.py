@@ -291,6 +291,11 @@ def _check_shapes(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[
                             "the weights")
 
 
+def architecture(head: str) -> str:
+  """The transformers class of a model with `head` ("encoder": the bare XLMRobertaModel)."""
+  return HF_ARCHITECTURES.get(head, "XLMRobertaModel")
+
+
 def config_to_hf(cfg: EncoderConfig, head: str = "masked_lm",
                  id2label: Mapping[int, str] | None = None) -> dict[str, Any]:
   """`XLMRobertaConfig` keyword arguments; XLM-R's real values written explicitly
@@ -299,7 +304,7 @@ def config_to_hf(cfg: EncoderConfig, head: str = "masked_lm",
     raise ConversionError("an MoE encoder has no Hugging Face transformers class; "
                           "only dense checkpoints convert to XLMRobertaFor*")
   out = dict(
-      model_type="xlm-roberta", architectures=[HF_ARCHITECTURES.get(head, "XLMRobertaModel")],
+      model_type="xlm-roberta", architectures=[architecture(head)],
       vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
       num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
       intermediate_size=cfg.mlp_dim, hidden_act="gelu",

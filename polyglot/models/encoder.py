@@ -254,11 +254,15 @@ def unstack_layers(scanned: dict[int, Any], period: int) -> dict[int, Any]:
 
 
 class Encoder(nnx.Module):
-  """Embeddings and `num_layers` blocks: [b, l] ids -> EncoderOutput."""
+  """Embeddings and `num_layers` blocks: [b, l] ids -> EncoderOutput.
 
-  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+  `embeddings=False` builds the blocks alone, for a stack that reads another
+  encoder's embeddings (the RTD generator, polyglot/models/rtd.py) through `blocks`.
+  """
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, embeddings: bool = True):
     self.cfg = cfg
-    self.embeddings = Embeddings(cfg, rngs=rngs)
+    self.embeddings = Embeddings(cfg, rngs=rngs) if embeddings else None
     self.layers = nnx.List(
         stacked_blocks(cfg, rngs) if cfg.scan_layers
         else [Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
@@ -271,14 +275,18 @@ class Encoder(nnx.Module):
     cfg = self.cfg
     if segment_ids is None or positions is None:
       segment_ids, positions = default_segments(input_ids, cfg.pad_id)
-    mask = attention_mask(segment_ids)
     keys = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers + 1)
-    x = sharding.constrain(
-        self.embeddings(input_ids, segment_ids, positions, token_type_ids,
-                        None if keys is None else keys[0]),
-        ACTIVATION_AXES)
-    run = self._scan if cfg.scan_layers else self._loop
-    last, hidden, aux = run(x, mask, None if keys is None else keys[1:], segment_ids > 0,
+    x = self.embeddings(input_ids, segment_ids, positions, token_type_ids,
+                        None if keys is None else keys[0])
+    return self.blocks(x, segment_ids, None if keys is None else keys[1:],
+                       output_hidden_states=output_hidden_states)
+
+  def blocks(self, x: jax.Array, segment_ids: jax.Array, keys: jax.Array | None, *,
+             output_hidden_states: bool = False) -> EncoderOutput:
+    """The blocks on embedded inputs: x [b, l, d], segment_ids [b, l], keys [L] or None."""
+    x = sharding.constrain(x, ACTIVATION_AXES)
+    run = self._scan if self.cfg.scan_layers else self._loop
+    last, hidden, aux = run(x, attention_mask(segment_ids), keys, segment_ids > 0,
                             output_hidden_states)
     return EncoderOutput(last, (x, *hidden) if output_hidden_states else (), aux)
 

@@ -21,11 +21,15 @@ POOLINGS = ("mean", "first")
 
 
 class MlmHead(nnx.Module):
-  """dense, gelu, LayerNorm, then the decoder tied to the word embeddings, own bias."""
+  """dense, gelu, LayerNorm, then the decoder tied to the word embeddings, own bias.
 
-  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-    self.dense = layers.Dense(cfg.hidden_size, cfg.hidden_size, ("embed", None), rngs=rngs,
-                              init_std=cfg.initializer_range, dtype=cfg.dtype)
+  `input_size` is the width of the hidden states it reads when it is not the
+  embeddings' (`cfg.hidden_size`): the narrower RTD generator's (rtd.py).
+  """
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, input_size: int | None = None):
+    self.dense = layers.Dense(input_size or cfg.hidden_size, cfg.hidden_size, ("embed", None),
+                              rngs=rngs, init_std=cfg.initializer_range, dtype=cfg.dtype)
     self.norm = layers.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, rngs=rngs,
                                  dtype=cfg.dtype)
     self.bias = layers.param(rngs, layers.zeros, (cfg.vocab_size,), ("vocab",))
@@ -168,9 +172,13 @@ def sentence_embeddings(encoder: Encoder, input_ids: jax.Array, *, layer: int,
 KINDS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
 
 
-def build(kind: str, cfg: EncoderConfig, *, rngs: nnx.Rngs,
-          num_labels: int | None = None) -> nnx.Module:
-  """The model of `kind` (HF head names, see `polyglot/convert/hf.py`)."""
+def build(kind: str, cfg: EncoderConfig, *, rngs: nnx.Rngs, num_labels: int | None = None,
+          generator: EncoderConfig | None = None) -> nnx.Module:
+  """The model of `kind` (HF head names, see `polyglot/convert/hf.py`); a masked LM with a
+  `generator` config is an RTD pretrainer (`rtd.ReplacedTokenDetector`)."""
+  if kind == "masked_lm" and generator is not None:
+    from polyglot.models import rtd  # pylint: disable=g-import-not-at-top
+    return rtd.ReplacedTokenDetector(cfg, generator, rngs=rngs)
   if kind == "masked_lm":
     return MaskedLM(cfg, rngs=rngs)
   if kind == "question_answering":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -125,29 +125,31 @@ def grads_and_metrics(params, graphdef, batch: Batch, rng: jax.Array | None,
                       loss_cfg: LossConfig) -> tuple[Any, Metrics]:
   """Gradients of the batch loss, accumulated over `loss_cfg.microbatches` with a scan."""
   batch, left_out = select_predictions(batch, loss_cfg.prediction_rate)
-  grads, metrics = _accumulate_grads(params, graphdef, batch, rng, loss_cfg)
+  total_weight = jnp.maximum(batch["loss_weights"].astype(jnp.float32).sum(), 1.0)
+  loss = functools.partial(loss_fn, graphdef=graphdef, total_weight=total_weight,
+                           loss_cfg=loss_cfg)
+  grads, metrics = accumulate_grads(
+      lambda p, b, r: loss(p, batch=b, dropout_rng=r), params, batch, rng, loss_cfg.microbatches)
   return grads, metrics | {"mlm_unpredicted": left_out}
 
 
-def _accumulate_grads(params, graphdef, batch: Batch, rng: jax.Array | None,
-                      loss_cfg: LossConfig) -> tuple[Any, Metrics]:
-  total_weight = jnp.maximum(batch["loss_weights"].astype(jnp.float32).sum(), 1.0)
-  grad_fn = jax.grad(functools.partial(loss_fn, graphdef=graphdef, loss_cfg=loss_cfg),
-                     has_aux=True)
-  n = loss_cfg.microbatches
+def accumulate_grads(loss: Callable[[Any, Batch, jax.Array | None], tuple[jax.Array, Metrics]],
+                     params, batch: Batch, rng: jax.Array | None, n: int) -> tuple[Any, Metrics]:
+  """(grads, metrics) of `loss(params, microbatch, rng)`, summed over `n` microbatches with a
+  scan (the i-th with dropout key fold_in(rng, i)); `loss` normalises by the whole batch."""
+  grad_fn = jax.grad(loss, has_aux=True)
   if n == 1:
-    return grad_fn(params, batch=batch, total_weight=total_weight, dropout_rng=rng)
+    return grad_fn(params, batch, rng)
   micro = _split_microbatches(batch, n)  # [a, b / a, l]
 
   def body(acc, xs):
     mb, i = xs
     r = None if rng is None else jax.random.fold_in(rng, i)
-    out = grad_fn(params, batch=mb, total_weight=total_weight, dropout_rng=r)
+    out = grad_fn(params, mb, r)
     return jax.tree.map(jnp.add, acc, out), None
 
-  shapes = jax.eval_shape(lambda p, b: grad_fn(p, batch=b, total_weight=total_weight,
-                                               dropout_rng=rng),
-                          params, jax.tree.map(lambda x: x[0], micro))
+  shapes = jax.eval_shape(lambda p, b: grad_fn(p, b, rng), params,
+                          jax.tree.map(lambda x: x[0], micro))
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
   (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(n)))
   return grads, metrics
