@@ -31,6 +31,8 @@ from typing import Any
 import jax
 from flax import nnx
 
+from polyglot.errors import ConfigError
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
@@ -80,3 +82,10 @@ class Objective:
   def describe(self) -> dict[str, Any]:
     """What the checkpoint's meta records of this objective."""
     return {"name": self.name, "weight": self.weight, "data": dataclasses.asdict(self.data)}
+
+
+def require_parallel_mixture(config: str, mixture: str | None) -> None:
+  """A ConfigError unless the objective config named `config` reads a (parallel) mixture."""
+  if not mixture:
+    raise ConfigError(f"{config}.mixture is not set: pass a parallel mixture, e.g. "
+                      f"{config}.mixture = @bible_mixture()")

@@ -39,7 +39,8 @@ from polyglot.errors import ConfigError
 from polyglot.models import layers
 from polyglot.models import rtd as rtd_model
 from polyglot.objectives import mlm
-from polyglot.objectives.base import Batch, DataSpec, Metrics, Objective
+from polyglot.objectives.base import (Batch, DataSpec, Metrics, Objective,
+                                      require_parallel_mixture)
 
 # The sampling key of held-out evaluations, which run without dropout keys: each evaluation
 # corrupts the same rows the same way.
@@ -196,7 +197,5 @@ class TRTD(MRTD):
   name = "trtd"
 
   def build(self, defaults: DataSpec, loss_cfg: mlm.LossConfig, model_cfg) -> Objective:
-    if not self.mixture:
-      raise ConfigError("TRTD.mixture is not set: pass a parallel mixture, e.g. "
-                        "TRTD.mixture = @bible_mixture()")
+    require_parallel_mixture("TRTD", self.mixture)
     return super().build(defaults, loss_cfg, model_cfg)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from polyglot.errors import ConfigError
 from polyglot.objectives import mlm
-from polyglot.objectives.base import DataSpec, Objective
+from polyglot.objectives.base import DataSpec, Objective, require_parallel_mixture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +25,5 @@ class TLM(mlm.MLM):
   name = "tlm"
 
   def build(self, defaults: DataSpec, loss_cfg: mlm.LossConfig, model_cfg) -> Objective:
-    if not self.mixture:
-      raise ConfigError("TLM.mixture is not set: pass a parallel mixture, e.g. "
-                        "TLM.mixture = @bible_mixture()")
+    require_parallel_mixture("TLM", self.mixture)
     return super().build(defaults, loss_cfg, model_cfg)

@@ -41,7 +41,8 @@ from polyglot import sharding
 from polyglot.errors import ConfigError
 from polyglot.models.encoder import default_segments
 from polyglot.models.heads import POOLINGS, pool
-from polyglot.objectives.base import Batch, DataSpec, Metrics, Objective
+from polyglot.objectives.base import (Batch, DataSpec, Metrics, Objective,
+                                      require_parallel_mixture)
 
 NEGATIVES = ("queue", "in_batch")
 
@@ -185,9 +186,7 @@ class XLCo:
 
   def build(self, defaults: DataSpec, loss_cfg, model_cfg) -> Objective:
     c = "XLCo"
-    if not self.mixture:
-      raise ConfigError(f"{c}.mixture is not set: pass a parallel mixture, e.g. "
-                        f"{c}.mixture = @bible_mixture()")
+    require_parallel_mixture(c, self.mixture)
     if self.negatives not in NEGATIVES:
       raise ConfigError(f"{c}.negatives={self.negatives!r} is unknown: use one of {NEGATIVES}")
     if self.pooling not in POOLINGS:
