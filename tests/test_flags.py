@@ -85,8 +85,8 @@ def entries() -> dict[str, Entry]:
       "polyglot.eval.xtreme": Entry(
           xtreme_parse, ((),), ("--checkpoint_dir", "c", "--output_dir", "o"),
           ((), "--data_dir", "--data-dir", "d", "data_dir")),
-      "tools/objectives_experiment.py": Entry(  # no multi-word flag
-          parse_args_of(tool("objectives_experiment").parser), ((),), (), ()),
+      "tools/objectives_experiment.py": Entry(  # one multi-word flag, boolean (its alias:
+          parse_args_of(tool("objectives_experiment").parser), ((),), (), ()),  # below)
       "polyglot.eval.bitext": Entry(
           bitext_parse, ((),), ("--checkpoint_dir", "c", "--files", "a,b"),
           ((), "--max_pairs", "--max-pairs", "5", "max_pairs")),
@@ -173,6 +173,13 @@ def test_hyphenated_alias_parses_to_the_same_value(name):
   assert vars(ours) == vars(theirs)
   glued = entry.parse([*prefix, *entry.required, f"{alias}={value}"])
   assert vars(glued) == vars(ours)
+
+
+def test_objectives_experiment_boolean_flag_and_its_alias():
+  parse = ENTRIES["tools/objectives_experiment.py"].parse
+  assert parse(["--tokens", "4096", "--no-udpos"]).no_udpos
+  assert parse(["--tokens", "4096", "--no_udpos"]).no_udpos
+  assert not parse(["--tokens", "4096"]).no_udpos
 
 
 def test_benchmark_boolean_flags_and_their_aliases():
