@@ -90,6 +90,16 @@ def test_labels_and_losses_against_numpy(prediction_rate):
   assert float(train_metrics["mrtd_replaced"]) == float(metrics["mrtd_replaced"])
 
 
+def test_samples_follow_the_generators_softmax():
+  """200,000 draws from a fixed 6-token distribution (one token at probability 0) match
+  it to 0.005, the edges of the CDF included."""
+  logits = jnp.log(jnp.asarray([0.5, 0.2, 0.0, 0.15, 0.1, 0.05]))
+  draws = np.asarray(rtd.sample(jax.random.key(0), jnp.broadcast_to(logits, (400, 500, 6))))
+  frequencies = np.bincount(draws.ravel(), minlength=6) / draws.size
+  np.testing.assert_allclose(frequencies, [0.5, 0.2, 0.0, 0.15, 0.1, 0.05], atol=0.005)
+  assert draws.dtype == np.int32
+
+
 def test_corrupt_writes_samples_at_selected_tokens_only():
   original = np.arange(12, dtype=np.int32).reshape(2, 6)
   predict_at = np.array([[4, 1, 0], [5, 2, 3]], np.int32)
