@@ -194,3 +194,32 @@ def test_a_classifier_checkpoint_is_refused(base, corpus, tmp_path, capsys):
   new = vocab_lib.train(corpus.texts["zul_Latn"], vocab_lib.VocabConfig(vocab_size=150))
   with pytest.raises(ConversionError, match="holds a question_answering model"):
     vocab_extension.extend_checkpoint(tmp_path / "qa", new, tmp_path / "out")
+
+
+def test_an_rtd_checkpoint_extends_to_its_encoder_and_mlm_head(base, corpus, tmp_path):
+  """The generator and detection head stay behind; the record of the objectives (RTD alone:
+  an untrained MLM head) goes along, so the export still writes the encoder alone."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from polyglot import api, checkpoint  # pylint: disable=g-import-not-at-top
+  from polyglot.models import rtd  # pylint: disable=g-import-not-at-top
+  _, vocab, _ = base
+  cfg = models.preset("tiny", vocab_size=vocab.vocab_size, max_len=64)
+  generator = rtd.generator_config(cfg, 1 / 3)
+  params = hf.params_of(models.build("masked_lm", cfg, rngs=nnx.Rngs(0), generator=generator))
+  writer = checkpoint.Checkpointer(str(tmp_path / "rtd" / checkpoint.SUBDIR),
+                                   checkpoint.CheckpointConfig(async_save=False))
+  writer.save(3, params=params, opt_state={"step": np.int32(3)}, vocab=vocab.model_bytes,
+              meta={"model_kind": "masked_lm", "model_config": cfg.to_dict(),
+                    "generator_config": generator.to_dict(), "objectives": [{"name": "mrtd"}]},
+              data=None)
+  writer.wait()
+  writer.close()
+  new = vocab_lib.train(corpus.texts["zul_Latn"], vocab_lib.VocabConfig(vocab_size=150))
+  vocab_extension.extend_checkpoint(tmp_path / "rtd", new, tmp_path / "out")
+  loaded = polyglot.load(str(tmp_path / "out"))
+  got = hf.params_of(loaded.model)
+  assert set(got) == {"encoder", "lm_head"} and not api.mlm_head_trained(loaded.meta)
+  word = got["encoder"]["embeddings"]["word"]
+  assert word.shape[0] > vocab.vocab_size
+  np.testing.assert_array_equal(word[:vocab.vocab_size - 1],
+                                params["encoder"]["embeddings"]["word"][:vocab.vocab_size - 1])

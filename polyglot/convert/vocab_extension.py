@@ -144,11 +144,16 @@ def extend(base: api.Loaded, base_dir: str | os.PathLike, new: Vocabulary, out: 
   """Writes step 0 of a checkpoint in `out` (checked by `files.check_output`): the model
   `base` (loaded from `base_dir`) with `new`'s pieces."""
   merged, added = merge(base.vocab, new)
-  params = resize(hf.params_of(base.model), base.vocab, added, cfg)
+  # An RTD checkpoint's generator and detection head stay behind: the extended model is the
+  # encoder and its MLM head (an RTD run from it starts a fresh generator).
+  params = resize({k: v for k, v in hf.params_of(base.model).items()
+                   if k in ("encoder", "lm_head")}, base.vocab, added, cfg)
   model_cfg = base.config.replace(vocab_size=merged.vocab_size)
   meta = {"model_kind": "masked_lm", "model_config": model_cfg.to_dict(),
           "origin": (f"{paths.resolve(base_dir)} step {base.step} with "
                      f"{len(added)} pieces of {new.name} ({cfg.init} init)")}
+  if "objectives" in base.meta:  # whether its MLM head was trained (api.mlm_head_trained)
+    meta["objectives"] = base.meta["objectives"]
   files.save_checkpoint(out, params, merged, meta)
   return Extended(out, len(added), merged.vocab_size)
 
