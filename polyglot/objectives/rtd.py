@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ from flax import nnx
 from polyglot.errors import ConfigError
 from polyglot.models import layers
 from polyglot.models import rtd as rtd_model
+from polyglot.models.config import EncoderConfig
 from polyglot.objectives import mlm
 from polyglot.objectives.base import (Batch, DataSpec, Metrics, Objective,
                                       require_parallel_mixture)
@@ -126,7 +126,7 @@ class ReplacedTokenDetection(Objective):
   """MRTD or TRTD on "mlm" or "tlm" rows (see the module docstring)."""
   loss_cfg: mlm.LossConfig = mlm.LossConfig()
   discriminator_weight: float = 50.0
-  generator: Any = None   # the generator's EncoderConfig (models/rtd.py generator_config)
+  generator: EncoderConfig | None = None  # models/rtd.py generator_config
 
   def _prepared(self, graphdef, batch: Batch):
     """(the batch at the selected positions with the `original` rows, the loss of one
