@@ -18,3 +18,11 @@ def test_bad_mesh_is_one_line_and_exit_1():
   done = benchmark("train", "--model", "tiny", "--mesh", "data=two", "--no-record")
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1].startswith("error: --mesh='data=two' is invalid")
+
+
+def test_unknown_objective_is_one_line_naming_the_known_ones():
+  done = benchmark("train", "--model", "tiny", "--objectives", "mrtd,rtd", "--no-record")
+  assert done.returncode == 1
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: --objectives 'mrtd,rtd': unknown ['rtd']"), last
+  assert "'mrtd', 'trtd'" in last

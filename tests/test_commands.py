@@ -328,6 +328,15 @@ SAME_AS = {
     README_HOSTS[1]: "tpu_pod",
 }
 
+SAMPLING_ONE_LINER = (
+    "python -c \"import time, jax; from polyglot.objectives import rtd\n"
+    "for shape in [(8, 39, 8000), (32, 154, 250002)]:\n"
+    "  x = jax.random.normal(jax.random.key(0), shape)\n"
+    "  for f in (jax.jit(jax.random.categorical), jax.jit(rtd.sample)):\n"
+    "    f(jax.random.key(1), x).block_until_ready(); t = time.perf_counter()\n"
+    "    f(jax.random.key(2), x).block_until_ready()\n"
+    "    print(shape, f.__name__, round(time.perf_counter() - t, 3))\"")
+
 RECORD = "a row the tool wrote into its results table (the command column records how the row "
 SAME_PLAN = "same tool, model and step as the plan_memory commands run; "
 NOT_RUN = {
@@ -383,6 +392,15 @@ NOT_RUN = {
         "six training runs, ~40 min on 2 cores: each arm is README's infoxlm_cpu command (run) "
         "with RunConfig.objectives and NUM_STEPS set, scored by the bitext command (run); "
         "tests/test_objectives_experiment.py runs its step counts and table",
+    "python tools/objectives_experiment.py --flops 2.835e12 --arms MLM \"MLM + TLM\" MRTD "
+    "\"MRTD + TRTD\" --seeds 0 1 --output workdir/rtd_experiment.json":
+        "eight training runs and UD-POS fine-tunings, ~65 min on 2 cores: each arm is README's "
+        "infoxlm_cpu or xlme_cpu command (run) with RunConfig.objectives and NUM_STEPS set, "
+        "scored by the bitext and XTREME commands (run); tests/test_objectives_experiment.py "
+        "runs its FLOPs accounting, step counts and table",
+    SAMPLING_ONE_LINER:
+        "a minute of sampling from [32, 154, 250002] logits; tests/test_objectives_rtd.py "
+        "checks that the sampler's draws follow the softmax",
 }
 
 # Prose and fixtures that run without being documented command lines.
