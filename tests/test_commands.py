@@ -65,10 +65,11 @@ Command -> test (docs/benchmarks.md):
   with `--lengths` and no value (README's scaling command runs its expert row).
 
 Command -> test (docs/scaling.md):
-  plan_memory rows 1 (= README's), 4, 7 and 12, and the large RTD row   test_plan_memory[...]
+  plan_memory rows 1 (= README's), 4, 7 and 12        test_plan_memory[...]
   python -c "... parameter counts ..."      test_parameter_count_one_liner
-  NOT_RUN lists the other ten plan_memory commands (same tool and model, other mesh
-  sizes or one of the flags that a run command combines; base compiles slower).
+  NOT_RUN lists the other eleven plan_memory commands (same tool and model, other mesh
+  sizes or one of the flags that a run command combines; the RTD plans as well: their step
+  is planned on a tiny model in tests/test_sharding.py).
 
 Multi-host: the one two-process run (expensive: ~2 x a training run on 2 cores) is the
 TPU pod's, since it adds what no other test has: several processes writing one
@@ -304,9 +305,6 @@ COMMANDS: dict[str, Command] = {
         "python tools/plan_memory.py --model=moe_large_e64 --mesh=expert=8 --batch=64 --seq=512"),
     "plan_layers_1": Command(
         "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 --layers=1"),
-    "plan_rtd_large": Command(
-        "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
-        "--objective=rtd"),
     "plan_remat_bf16": Command(
         "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
         "--remat=full --dtype=bfloat16"),
@@ -373,6 +371,9 @@ NOT_RUN = {
     "--seq=512": SAME_PLAN + "64 fake devices; the expert=8 row runs",
     "python tools/plan_memory.py --model=moe_large_e64 --mesh=data=4,fsdp=8,expert=8 "
     "--batch=2048 --seq=512": SAME_PLAN + "256 fake devices, a slower compile",
+    "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512 "
+    "--objective=rtd": SAME_PLAN + "the RTD step's plan runs on a tiny model in "
+                       "tests/test_sharding.py (what the generator adds to the shards)",
     "python tools/plan_memory.py --model=base --mesh=fsdp=8 --batch=64 --seq=512 "
     "--objective=mlm": SAME_PLAN + "base compiles its 12 layers unscanned (13 s); the "
                        "objective's path runs in the large RTD row",
@@ -829,8 +830,6 @@ PLANS = {
                     {"params": 4.72, "optimizer": 9.43, "temp": 32.0, "peak": 46.2}),
     "plan_layers_1": ("model=large layers=1", "64x512", {"temp": 4.5}),
     "plan_remat_bf16": ("dtype=bfloat16 remat=full", "64x512", {"temp": 5.0}),
-    "plan_rtd_large": ("model=large layers=24 dtype=float32 remat=none", "64x512 objective=rtd",
-                       {"params": 0.278, "optimizer": 0.556, "temp": 29.7, "peak": 30.5}),
 }
 
 

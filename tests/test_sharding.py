@@ -301,3 +301,19 @@ def test_memory_plan_counts_shards_without_allocating():
   assert result.optimizer == 2 * result.params + 8  # mu, nu like params; Adam and schedule counts
   assert result.batch == 5 * 16 * 4                # 5 int32 [8, 16] arrays, one row each
   assert result.temp > 0 and result.peak >= result.params + result.optimizer + result.temp
+
+
+def test_memory_plan_of_rtd_counts_the_generator():
+  """`objective="rtd"` plans the MRTD step: the parameters (and AdamW moments) of the encoder,
+  its generator and detection head, sharded like the encoder's."""
+  from polyglot.models import rtd  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=8))
+  mlm = memory.plan(DENSE, mesh, batch_size=8, seq_len=16)
+  result = memory.plan(DENSE, mesh, batch_size=8, seq_len=16, objective="rtd")
+  generator = rtd.generator_config(DENSE, 1 / 3)
+  _, state = nnx.split(nnx.eval_shape(
+      lambda: models.build("masked_lm", DENSE, rngs=nnx.Rngs(0), generator=generator)))
+  total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  assert total / 8 < result.params < total / 4 and result.params > mlm.params
+  assert result.optimizer == 2 * result.params + 8
+  assert result.temp > 0
