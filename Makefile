@@ -26,7 +26,7 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[hf,test]"
+	$(PIP) install -e ".[hf,test,beam]"
 	touch $(VENV)/.installed $@
 
 install: $(INSTALLED)

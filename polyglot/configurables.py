@@ -149,6 +149,16 @@ def text_directory_mixture(path: str = gin.REQUIRED, name: str | None = None,
 
 
 @_register
+def tokenized_mixture(path: str = gin.REQUIRED, name: str | None = None,
+                      alpha: float | None = None, vocabulary: str | None = None) -> str:
+  """A corpus tokenized by tools/cache_tasks.py, read from its cache (`alpha` default: the
+  cache's)."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.register_tokenized(path, name=name, alpha=alpha,
+                                  vocabulary=_vocabulary(vocabulary)).name
+
+
+@_register
 def mc4_mixture(data_dir: str = gin.REQUIRED, languages: list[str] | None = None,
                 alpha: float = 0.3, vocabulary: str | None = None) -> str:
   """mC4 (TFDS `c4/multilingual`) from a prepared TFDS data dir."""

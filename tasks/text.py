@@ -1,11 +1,12 @@
-"""Text-file directories (CC-100, Glot500-c, UDHR layouts): one call gives a mixture."""
+"""Text-file directories (CC-100, Glot500-c, UDHR layouts) and their tokenized caches: one
+call gives a mixture."""
 from __future__ import annotations
 
 import os
 import re
 
 from polyglot import paths
-from polyglot.data import cache, mixtures, sources
+from polyglot.data import cache, mixtures, sources, tokenized
 from polyglot.data.vocab import Vocabulary
 
 
@@ -25,3 +26,13 @@ def register_text_directory(path: str | os.PathLike, *, name: str | None = None,
   spec = ("text", tuple(cache.file_key(s.path) for s in langs.values()), validation_every)
   return mixtures.register_corpus(name, langs, sizes, alpha=alpha, vocabulary=vocabulary,
                                   spec=spec)
+
+
+def register_tokenized(path: str | os.PathLike, *, name: str | None = None,
+                       alpha: float | None = None, vocabulary: Vocabulary | None = None):
+  """Registers the mixture a tokenized cache holds (`tools/cache_tasks.py` wrote it at
+  `path`, a local directory or a URL), read from the cache alone; `alpha` defaults to the
+  one it was written with."""
+  if alpha is not None:
+    mixtures.check_alpha(alpha)
+  return tokenized.register(os.fspath(path), name=name, alpha=alpha, vocabulary=vocabulary)

@@ -24,6 +24,8 @@ Command -> test (README.md):
   ... --gin.NUM_STEPS=1000 --workdir=workdir/demo-long     test_demo_long_run
   tools/train_vocab.py --text_dir /data/cc100 ...          test_vocabulary_then_single_gpu_host_run
   ... --gin_file=runs/pretrain_base.gin --workdir=/ckpt/base  (same test)
+  tools/cache_tasks.py ..., train ... --gin_file=data/tokenized.gin
+                                           test_beam_cache_then_training_from_it_equals_the_raw_run
   tools/launch_tpu_pod.sh ...              test_tpu_pod_dry_run_prints_the_worker_command,
                                            test_tpu_pod_command_on_two_processes_and_a_bucket
   sbatch --nodes=4 tools/launch_slurm.sh ...  test_slurm_dry_run_prints_the_node_command
@@ -166,8 +168,19 @@ COMMANDS: dict[str, Command] = {
         ".venv/bin/python -m polyglot.train --gin_file=runs/pretrain_base.gin "
         "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" --workdir=/ckpt/base",
         "8 CPU devices for gpu_8's fsdp=8, its platform check off; base -> tiny (bf16 kept); "
-        "500k steps of 256 x 512 -> 4 of 8 x 64",
-        replace=ABSOLUTE, append=(*TINY, *ON_CPU, *SHORT), devices=8),
+        "500k steps of 256 x 512 -> 4 of 8 x 64, each logged",
+        replace=ABSOLUTE, append=(*TINY, *ON_CPU, *SHORT, "--gin.TrainConfig.log_every=1"),
+        devices=8),
+    "cache_cc100": Command(
+        ".venv/bin/python tools/cache_tasks.py --gin_file=runs/pretrain_base.gin "
+        "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" "
+        "--output_dir=/data/cc100-ids", "/data/cc100 as above", replace=ABSOLUTE),
+    "pretrain_base_cached": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/pretrain_base.gin "
+        "--gin_file=data/tokenized.gin --gin.CACHE_DIR=\"'/data/cc100-ids'\" --workdir=/ckpt/base",
+        "as pretrain_base, into /ckpt/base-ids (the raw run's workdir is compared with it)",
+        replace=(("/ckpt/base", "{fs}/ckpt/base-ids"), *ABSOLUTE),
+        append=(*TINY, *ON_CPU, *SHORT, "--gin.TrainConfig.log_every=1"), devices=8),
     "tpu_dry_run": Command(
         README_TPU, "--dry_run (launcher option): prints each worker's command; no gcloud here",
         options=("--dry_run",)),
@@ -565,6 +578,8 @@ def job_specs(r: Root) -> ct.Jobs:
       # After the first: its fine-tuning steps come from the compilation cache.
       "xtreme_de_zh": ct.Job(lambda: run_xtreme(r, "xtreme_de_zh"), ("xtreme",)),
       "pretrain_base": simple("pretrain_base", "train_vocab"),
+      "cache_cc100": simple("cache_cc100", "train_vocab"),
+      "pretrain_base_cached": simple("pretrain_base_cached", "cache_cc100"),
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
@@ -742,6 +757,19 @@ def test_vocabulary_then_single_gpu_host_run(jobs, root):
   assert "model_preset.name = 'tiny'" in config and "MeshConfig.fsdp = 8" in config
   import polyglot  # pylint: disable=g-import-not-at-top
   assert polyglot.load(str(workdir)).config.vocab_size == int(m.group(1))
+
+
+@uses("train_vocab", "pretrain_base", "cache_cc100", "pretrain_base_cached")
+def test_beam_cache_then_training_from_it_equals_the_raw_run(jobs, root):
+  """README's Beam job tokenizes /data/cc100 (DirectRunner); the run from its cache logs the
+  losses of the run from the raw text, step for step (the same batches)."""
+  cache = root.fs / "data" / "cc100-ids"
+  made = jobs.result("cache_cc100").ok()
+  assert f"cached cc100: {len(LANGS)} tasks" in made.stdout and (cache / "mixture.json").is_file()
+  jobs.result("pretrain_base_cached").ok()
+  jobs.result("pretrain_base").ok()
+  raw, cached = (train_losses(root.fs / "ckpt" / n) for n in ("base", "base-ids"))
+  assert sorted(raw) == [1, 2, 3, 4] and cached == raw, (raw, cached)
 
 
 # ---- README: multi-host ----

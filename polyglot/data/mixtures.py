@@ -61,6 +61,19 @@ def get_provider(name: str) -> seqio.Task | seqio.Mixture:
                   "corpus with tasks.register_text_directory / register_tfds)")
 
 
+def corpus_settings(name: str) -> tuple[dict[str, float], float]:
+  """The sizes (by task key, in task order) and alpha `name` was registered with by
+  `register_corpus`."""
+  if name not in _REGISTERED or name not in seqio.MixtureRegistry.names():
+    raise DataError(f"{name!r} is not a corpus mixture registered by polyglot (registered: "
+                    f"{sorted(_REGISTERED)}): register it with tasks.register_text_directory "
+                    "or register_embedded")
+  (_, sizes, alpha, _), mixture = _REGISTERED[name]
+  by_key = dict(sizes)
+  keys = [t.name[len(name) + 1:] for t in mixture.tasks]
+  return {key: by_key[key] for key in keys}, alpha
+
+
 def task_name(corpus: str, lang: str) -> str:
   return f"{corpus}.{lang}"
 
@@ -70,7 +83,7 @@ def register_corpus(name: str, sources: Mapping[str, seqio.DataSource],
                     vocabulary: vocab_lib.Vocabulary | None = None,
                     spec: object = None, feature_names: Sequence[str] = ("targets",),
                     task_preprocessors: Sequence[Callable[..., tf.data.Dataset]] = (
-                        preprocessors.stream_sequences,)) -> seqio.Mixture:
+                        preprocessors.TEXT_PREPROCESSORS)) -> seqio.Mixture:
   """Registers a Task per key of `sources` and the Mixture `name` over them.
 
   Keys are language ids, or whatever else a task is made per (a language

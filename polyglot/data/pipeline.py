@@ -135,6 +135,7 @@ def _read_task(task: seqio.Task, cfg: PipelineConfig, shard: seqio.ShardInfo) ->
     ds = ds.shard(shard.num_shards, shard.index)
   if cfg.split == "train":
     ds = ds.repeat()
+  ds = task.preprocess_precache(ds, seed=cfg.seed)  # nothing for a task read from its cache
   return task.preprocess_postcache(ds, sequence_length={"targets": cfg.length}, seed=cfg.seed)
 
 

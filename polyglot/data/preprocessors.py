@@ -5,11 +5,12 @@ rows from tokenized translation pairs: `tlm_rows`, `pair_rows` (end of file).
 
 Shapes: l = sequence length, c = l - 2 (stream tokens per sequence).
 
-1. `stream_sequences` (a seqio Task preprocessor, one language): tokenizes
-   each line, appends `</s>` (fairseq ends every line with it), concatenates
-   the language's lines into one stream and cuts it into chunks of c
-   tokens, as XLM-R samples streams of text (section 3.1). A training stream
-   repeats forever, so every training chunk is full; a finite stream
+1. A task's preprocessors (one language): `tokenize_lines` tokenizes each
+   line and appends `</s>` (fairseq ends every line with it); seqio's
+   `CacheDatasetPlaceholder` marks what an offline cache stores
+   (`polyglot.data.tokenized`); `chunk_stream` concatenates the language's
+   lines into one stream and cuts it into chunks of c tokens, as XLM-R
+   samples streams of text (section 3.1). A training stream repeats forever, so every training chunk is full; a finite stream
    (validation) ends in one shorter chunk.
 2. `MlmFeatureConverter` (after mixing): frames each chunk as
    `<s> chunk </s>`, packs sequences into rows with seqio's packer
@@ -80,9 +81,38 @@ def _tokenize_line(vocab: vocab_lib.Vocabulary):
   return tokenize_line
 
 
-def stream_sequences(dataset: tf.data.Dataset, sequence_length: Mapping[str, int],
-                     output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
-  """Lines (or dicts with `text`) -> {"targets": int32 [<= l - 2]} chunks of the stream.
+@functools.lru_cache(maxsize=None)
+def tokenize_batch(vocab: vocab_lib.Vocabulary):
+  """Lines [n] -> ids [n, None] (ragged): `_tokenize_line` of every line in one call, for
+  writing a tokenized cache."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def tokenize(lines):
+    text = tf.strings.strip(lines)
+    ids = tf.cast(vocab.encode_tf(text), tf.int32)
+    has_eos = tf.cast(text != "", tf.int64)
+    eos = tf.RaggedTensor.from_row_lengths(
+        tf.fill([tf.reduce_sum(has_eos)], tf.constant(vocab.eos_id, tf.int32)), has_eos)
+    return tf.concat([ids, eos], axis=1)
+
+  return tokenize
+
+
+def tokenize_lines(dataset: tf.data.Dataset,
+                   output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+  """Lines (or dicts with `text`) -> {"targets": int32 [n]}: each line's ids and `</s>`,
+  one element per line (empty for a blank one, so that lines and elements stay aligned).
+
+  The task's step before seqio's `CacheDatasetPlaceholder`: what
+  `polyglot.data.tokenized` stores, once, for a corpus read many times.
+  """
+  tokenize_line = _tokenize_line(output_features["targets"].vocabulary)
+  return sources.text_lines(dataset).map(tokenize_line)
+
+
+def chunk_stream(dataset: tf.data.Dataset,
+                 sequence_length: Mapping[str, int]) -> tf.data.Dataset:
+  """{"targets": [n]} per line -> {"targets": int32 [<= l - 2]} chunks of the stream.
 
   `MlmFeatureConverter` frames each chunk as `<s> chunk </s>`: one traced
   function for the whole mixture instead of one per language.
@@ -90,9 +120,13 @@ def stream_sequences(dataset: tf.data.Dataset, sequence_length: Mapping[str, int
   length = sequence_length["targets"]
   if length <= 2:
     raise ConfigError(f"sequence length {length} is invalid: use > 2 (<s>, tokens, </s>)")
-  tokenize_line = _tokenize_line(output_features["targets"].vocabulary)
-  tokens = sources.text_lines(dataset).map(tokenize_line).unbatch()  # one element per token
-  return tokens.batch(length - 2)
+  return dataset.unbatch().batch(length - 2)  # unbatch: one element per token
+
+
+# A monolingual task's preprocessors: tokenizing is cacheable, chunking depends on the length.
+TEXT_PREPROCESSORS = (tokenize_lines, seqio.CacheDatasetPlaceholder(), chunk_stream)
+# The same task read from its tokenized cache (`polyglot.data.tokenized`).
+CACHED_TEXT_PREPROCESSORS = (chunk_stream,)
 
 
 def mask_tokens(targets: tf.Tensor, seed: tf.Tensor, *, mask_id: int, word_start: tf.Tensor,

@@ -1,7 +1,7 @@
 """Raw text per language: the embedded corpus, text-file directories, TFDS builders.
 
 Every source here yields one string per line of text, in file order; the task
-preprocessor (`preprocessors.stream_sequences`) tokenizes and concatenates
+preprocessors (`preprocessors.TEXT_PREPROCESSORS`) tokenize and concatenate
 them. Each source has a `train` split and, where a language has at least two
 lines, a `validation` split: the first `ceil(lines / validation_every)`
 non-blank lines (5% by default). The held-out block sits at the start of the
@@ -68,14 +68,69 @@ def holdout_lines(num_lines: int, validation_every: int) -> int:
   return 0 if num_lines < 2 else math.ceil(num_lines / validation_every)
 
 
+@dataclasses.dataclass(frozen=True)
+class LineRange:
+  """Some consecutive lines of a source, for one writer of a tokenized cache
+  (`polyglot.data.tokenized`): `lines` themselves, or those of the file `path` that start
+  in its bytes [start, end), or (a compressed file, read from its start) its raw lines
+  [skip, skip + take), all when `take` is None."""
+  lines: tuple[str, ...] = ()
+  path: str | None = None
+  start: int = 0
+  end: int = 0
+  skip: int = 0
+  take: int | None = None
+
+
+def read_range(lines: LineRange) -> Iterator[bytes]:
+  """The lines of `lines`, as UTF-8 bytes without their line break."""
+  if lines.path is None:
+    yield from (line.encode("utf-8") for line in lines.lines)
+    return
+  path = paths.Path(lines.path)
+  if lines.path.endswith(TEXT_SUFFIXES[1:]):
+    with _open_binary(_readable_path(path)) as f:
+      for i, line in enumerate(f):
+        if lines.take is not None and i >= lines.skip + lines.take:
+          break
+        if i >= lines.skip:
+          yield line.rstrip(b"\n")
+    return
+  with path.open("rb") as f:
+    if lines.start:
+      f.seek(lines.start - 1)
+      f.readline()  # the line that began before `start` belongs to the range before
+    while f.tell() < lines.end:
+      line = f.readline()
+      if not line:
+        break
+      yield line.rstrip(b"\n")
+
+
+def _byte_ranges(path: str, start: int, end: int, part_bytes: int) -> list[LineRange]:
+  """[start, end) of `path` in ranges of `part_bytes`: each reads the lines starting in it."""
+  cuts = list(range(start, end, part_bytes)) + [end]
+  return [LineRange(path=path, start=a, end=b) for a, b in zip(cuts, cuts[1:])] or [
+      LineRange(path=path, start=start, end=end)]
+
+
 class LineSource(seqio.DataSource):
   """A seqio DataSource of text lines in one language, split by a held-out prefix."""
+
+  @property
+  @abc.abstractmethod
+  def fingerprint(self) -> str:
+    """Changes when the lines may have changed."""
+
+  @abc.abstractmethod
+  def ranges(self, split: str, part_bytes: int) -> list[LineRange]:
+    """`split`'s lines in order, in ranges of about `part_bytes` bytes of text."""
 
   def __init__(self, num_lines: int, num_holdout: int):
     splits = {"train": num_lines - num_holdout}
     if num_holdout:
       splits["validation"] = num_holdout
-    super().__init__(splits=tuple(splits), num_input_examples=splits, caching_permitted=False)
+    super().__init__(splits=tuple(splits), num_input_examples=splits, caching_permitted=True)
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
@@ -111,6 +166,23 @@ class MemorySource(LineSource):
   def _lines(self, split: str) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(self._lines_by_split[split])
 
+  @property
+  def fingerprint(self) -> str:
+    text = "\n".join(self._lines_by_split["validation"] + self._lines_by_split["train"])
+    return f"{self._name}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+  def ranges(self, split: str, part_bytes: int) -> list[LineRange]:
+    lines, ranges, size = self._lines_by_split[split], [], 0
+    first = 0
+    for i, line in enumerate(lines):
+      size += len(line.encode("utf-8")) + 1
+      if size >= part_bytes:
+        ranges.append(LineRange(lines=tuple(lines[first:i + 1])))
+        first, size = i + 1, 0
+    if first < len(lines) or not ranges:
+      ranges.append(LineRange(lines=tuple(lines[first:])))
+    return ranges
+
   def __str__(self) -> str:
     return f"MemorySource({self._name})"
 
@@ -136,6 +208,28 @@ class TextFileSource(LineSource):
     compression = "GZIP" if self._readable.name.endswith(".gz") else ""
     ds = tf.data.TextLineDataset(os.fspath(self._readable), compression_type=compression)
     return ds.take(self._holdout_raw) if split == "validation" else ds.skip(self._holdout_raw)
+
+  @property
+  def fingerprint(self) -> str:
+    return cache.file_key(self.path)
+
+  def ranges(self, split: str, part_bytes: int) -> list[LineRange]:
+    path = os.fspath(self.path)
+    if path.endswith(TEXT_SUFFIXES[1:]):  # a compressed stream is read from its start
+      if split == "validation":
+        return [LineRange(path=path, take=self._holdout_raw)]
+      return [LineRange(path=path, skip=self._holdout_raw)]
+    holdout_end = self._holdout_bytes()
+    if split == "validation":
+      return _byte_ranges(path, 0, holdout_end, part_bytes)
+    return _byte_ranges(path, holdout_end, self.path.stat().length, part_bytes)
+
+  def _holdout_bytes(self) -> int:
+    """Where the validation block ends in the file."""
+    with self.path.open("rb") as f:
+      for _ in range(self._holdout_raw):
+        f.readline()
+      return f.tell()
 
   def __str__(self) -> str:
     return f"TextFileSource({self.path})"
@@ -357,7 +451,7 @@ def tfds_source(builder: str, train_split: str, validation_split: str | None,
   if validation_split:
     splits["validation"] = validation_split
   return seqio.TfdsDataSource(tfds_name=builder, tfds_data_dir=data_dir, splits=splits,
-                              caching_permitted=False, read_only=True)
+                              caching_permitted=True, read_only=True)
 
 
 def tfds_size(source: seqio.TfdsDataSource, train_split: str) -> int:

@@ -208,6 +208,14 @@ class Vocabulary(seqio.Vocabulary):
   def __str__(self) -> str:
     return f"Vocabulary({self.name}, vocab_size={self.vocab_size})"
 
+  def __getstate__(self) -> dict:
+    """Pickled as its model bytes and name (Beam workers, other processes); the tokenizers
+    are rebuilt there on first use."""
+    return {"model": self.model_bytes, "name": self.name}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__init__(state["model"], name=state["name"])
+
   def save(self, directory: str | os.PathLike) -> str:
     """Writes the model as `<directory>/sentencepiece.bpe.model` (HF's file name); the
     directory may be local or a URL."""

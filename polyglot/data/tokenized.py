@@ -1,0 +1,344 @@
+"""Tokenized corpora: a text mixture tokenized once, offline, with Apache Beam.
+
+    python tools/cache_tasks.py --gin_file=runs/demo.gin --output_dir=gs://bucket/cache/embedded
+    python -m polyglot.train --gin_file=runs/demo.gin --gin_file=data/cached.gin \
+        --gin.CACHE_DIR="'gs://bucket/cache/embedded'"
+
+`write` runs one Beam job (the DirectRunner here; Dataflow, Flink or Spark
+with `--runner=...`) that splits every task of the mixture into parts (byte
+ranges of a text file, cut where lines start, or runs of in-memory lines),
+tokenizes each part with the task's own tokenizer and writes it as one TFRecord
+shard. A part is a shard, so reading a task's shards in order reads its lines
+in file order: batches from the cache equal the raw pipeline's, bit for bit,
+for any seed and host count (one record per raw line, blank lines included, so
+that lines are dealt to hosts the same way).
+
+Layout (seqio's offline-cache format per task, so seqio's own reader,
+`Task.get_dataset(use_cached=True)` after `seqio.add_global_cache_dirs`,
+reads it too, in its own interleaved order):
+
+    <dir>/mixture.json         name, alpha, tasks in mixture order with their sizes
+                               (UTF-8 bytes, the rates' n_i), vocabulary digest. Last written
+    <dir>/vocabulary.model     the SentencePiece model of the ids
+    <dir>/<task>/info.<split>.json      features (`targets`: int32 [None]), identity
+    <dir>/<task>/stats.<split>.json     examples, tokens, text bytes, every shard's name,
+                                        records and size
+    <dir>/<task>/<split>.tfrecord-XXXXX-of-YYYYY   tf.train.Example {"targets": ids}
+    <dir>/<task>/COMPLETED
+
+`register` makes a mixture of the cache alone (no raw text needed) and
+refuses, with a one-line `DataError` naming the task and the fix, a cache that
+is partial (no `mixture.json`, no `COMPLETED`), has a shard missing, extra or
+of another size than its stats say, or was tokenized with another vocabulary.
+Running `write` again finishes a partial cache: tasks whose files check out are
+kept, the others are written again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from polyglot import _env, paths
+from polyglot.data import mixtures, preprocessors, sources
+from polyglot.data import vocab as vocab_lib
+from polyglot.errors import ConfigError, DataError
+
+tf = _env.import_tensorflow()
+import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+FORMAT = 1
+MIXTURE_FILE = "mixture.json"
+VOCABULARY_FILE = "vocabulary.model"
+COMPLETED = "COMPLETED"  # seqio's marker of a finished task cache
+PART_BYTES = 256 << 20   # text per shard: a unit of work for a Beam worker
+_FIX = "write it again with tools/cache_tasks.py --output_dir={dir}"
+
+
+def _sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def _shard_name(split: str, index: int, count: int) -> str:
+  return f"{split}.tfrecord-{index:05d}-of-{count:05d}"  # seqio's cached shard names
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """One shard to write: the lines of `lines` (a `sources.LineRange`) of a task's split."""
+  task: str
+  split: str
+  index: int
+  count: int
+  lines: sources.LineRange
+
+  @property
+  def name(self) -> str:
+    return _shard_name(self.split, self.index, self.count)
+
+
+def _identity(task: seqio.Task, vocabulary_sha: str) -> dict[str, Any]:
+  """What a task's cache was made from: a changed source or vocabulary rewrites it."""
+  source = task.source
+  return {"format": FORMAT, "source": source.fingerprint, "vocabulary": vocabulary_sha,
+          "splits": {split: source.num_input_examples(split) for split in source.splits}}
+
+
+def _text_tasks(mixture: str) -> list[seqio.Task]:
+  """The tasks of `mixture` (a corpus registered by `mixtures.register_corpus`), in order."""
+  mixtures.corpus_settings(mixture)  # a one-line error for anything else
+  tasks = mixtures.get_provider(mixture).tasks
+  for task in tasks:
+    if not isinstance(task.source, sources.LineSource):
+      raise DataError(f"task {task.name} reads {type(task.source).__name__}: only text corpora "
+                      "(the embedded corpus, text directories) are cached; train from it raw")
+  return tasks
+
+
+# Writing (the Beam job's steps; each is a plain function of plain values).
+def _serialize(ids) -> bytes:
+  feature = tf.train.Feature(int64_list=tf.train.Int64List(value=ids))
+  return tf.train.Example(features=tf.train.Features(feature={"targets": feature})
+                          ).SerializeToString()
+
+
+def write_part(part: Part, out_dir: str, vocabulary: vocab_lib.Vocabulary,
+               batch_lines: int = 4096) -> tuple[str, dict[str, Any]]:
+  """Tokenizes `part` into its shard; -> (task, the shard's stats)."""
+  tokenize = preprocessors.tokenize_batch(vocabulary)
+  records = tokens = text_bytes = 0
+  with tempfile.TemporaryDirectory(prefix="polyglot-cache-") as tmp:
+    local = os.path.join(tmp, part.name)
+    with tf.io.TFRecordWriter(local) as writer:
+      for batch in _batches(sources.read_range(part.lines), batch_lines):
+        ids = tokenize(tf.constant(batch))
+        for row in ids.numpy():
+          writer.write(_serialize(row))
+        records += len(batch)
+        tokens += int(ids.flat_values.shape[0])
+        text_bytes += sum(len(line) for line in batch)
+    with open(local, "rb") as f:
+      data = f.read()
+  paths.write_bytes(paths.join(out_dir, part.task, part.name), data)
+  return part.task, {"split": part.split, "index": part.index, "name": part.name,
+                     "records": records, "tokens": tokens, "text_bytes": text_bytes,
+                     "bytes": len(data)}
+
+
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+  batch = []
+  for line in lines:
+    batch.append(line)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def finish_task(task_shards: tuple[str, Iterable[dict[str, Any]]], out_dir: str,
+                identities: Mapping[str, dict[str, Any]]) -> str:
+  """(task, its shards' stats) -> writes the task's info and stats per split, then
+  `COMPLETED`."""
+  task, shards = task_shards
+  task_dir = paths.join(out_dir, task)
+  by_split: dict[str, list[dict[str, Any]]] = {}
+  for shard in shards:
+    by_split.setdefault(shard["split"], []).append(shard)
+  for split, parts in sorted(by_split.items()):
+    parts.sort(key=lambda s: s["index"])
+    info = {"features": {"targets": {"shape": [None], "dtype": "int32"}},
+            "num_shards": len(parts), "seqio_version": seqio.__version__,
+            "polyglot": identities[task]}
+    stats = {"examples": sum(s["records"] for s in parts),
+             "targets_tokens": sum(s["tokens"] for s in parts),
+             "text_bytes": sum(s["text_bytes"] for s in parts),
+             "shards": [{k: s[k] for k in ("name", "records", "bytes")} for s in parts]}
+    paths.write_text(seqio.utils.get_cached_info_path(task_dir, split), json.dumps(info))
+    paths.write_text(seqio.utils.get_cached_stats_path(task_dir, split), json.dumps(stats))
+  paths.write_text(paths.join(task_dir, COMPLETED), "")
+  return task
+
+
+def plan(mixture: str, out_dir: str, part_bytes: int = PART_BYTES) -> tuple[list[Part], dict]:
+  """The parts still to write (tasks whose cache checks out are kept) and every task's
+  identity."""
+  check_part_bytes(part_bytes)
+  tasks = _text_tasks(mixture)
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  vocabulary_sha = _sha256(vocabulary.model_bytes)
+  identities = {t.name: _identity(t, vocabulary_sha) for t in tasks}
+  parts = []
+  for task in tasks:
+    if _task_problem(out_dir, task.name, identities[task.name]) is None:
+      continue
+    for split in task.source.splits:
+      ranges = task.source.ranges(split, part_bytes)
+      parts += [Part(task.name, split, i, len(ranges), r) for i, r in enumerate(ranges)]
+  return parts, identities
+
+
+def write(mixture: str, out_dir: str, pipeline_args: Sequence[str] = (),
+          part_bytes: int = PART_BYTES) -> dict[str, Any]:
+  """Tokenizes every task of `mixture` into `out_dir` with one Beam job; -> mixture.json."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  out_dir = paths.resolve(out_dir)
+  tasks = _text_tasks(mixture)
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  parts, identities = plan(mixture, out_dir, part_bytes)
+  if parts:
+    options = pipeline_options.PipelineOptions(list(pipeline_args))
+    with beam.Pipeline(options=options) as p:
+      _ = (p
+           | "Parts" >> beam.Create(parts)
+           | "Spread" >> beam.Reshuffle()
+           | "Tokenize" >> beam.Map(write_part, out_dir, vocabulary)
+           | "ByTask" >> beam.GroupByKey()
+           | "Finish" >> beam.Map(finish_task, out_dir, identities))
+  sizes, alpha = mixtures.corpus_settings(mixture)
+  description = {
+      "format": FORMAT, "name": mixture, "alpha": alpha,
+      "vocabulary": _sha256(vocabulary.model_bytes),
+      "tasks": [{"name": t.name, "key": key, "size": sizes[key]}
+                for t, key in zip(tasks, sizes)]}
+  for task in tasks:  # a task a worker failed to finish would be a partial cache
+    problem = _task_problem(out_dir, task.name, identities[task.name])
+    if problem:
+      raise DataError(f"tokenized corpus {out_dir}: {problem}; " + _FIX.format(dir=out_dir))
+  paths.write_bytes(paths.join(out_dir, VOCABULARY_FILE), vocabulary.model_bytes)
+  paths.write_text(paths.join(out_dir, MIXTURE_FILE), json.dumps(description, indent=1))
+  return description
+
+
+# Checking and reading.
+def _read_json(path: str) -> Any:
+  try:
+    return json.loads(paths.Path(path).read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def _task_problem(out_dir: str, task: str, identity: dict[str, Any] | None = None,
+                  vocabulary_sha: str | None = None) -> str | None:
+  """Why `task`'s cache in `out_dir` cannot be used (None when it can): `identity` (all of
+  it) or `vocabulary_sha` (the vocabulary alone) must be what its info files record."""
+  task_dir = paths.Path(paths.join(out_dir, task))
+  if not (task_dir / COMPLETED).exists():
+    return f"task {task} is not (completely) written"
+  listing = {p.name: p for p in task_dir.iterdir()}
+  splits = [n[len("info."):-len(".json")] for n in listing if n.startswith("info.")]
+  if not splits:
+    return f"task {task} has no info.<split>.json"
+  for split in splits:
+    info = _read_json(seqio.utils.get_cached_info_path(os.fspath(task_dir), split))
+    stats = _read_json(seqio.utils.get_cached_stats_path(os.fspath(task_dir), split))
+    if info is None or stats is None:
+      return f"task {task} has an unreadable info or stats file for {split!r}"
+    recorded = info.get("polyglot") or {}
+    if identity is not None and recorded != identity:
+      return f"task {task} was tokenized from other text or with another vocabulary"
+    if vocabulary_sha is not None and recorded.get("vocabulary") != vocabulary_sha:
+      return f"task {task} was tokenized with another vocabulary than {VOCABULARY_FILE}"
+    expected = {s["name"]: s["bytes"] for s in stats["shards"]}
+    found = {n for n in listing if n.startswith(f"{split}.tfrecord-")}
+    missing, extra = sorted(expected.keys() - found), sorted(found - expected.keys())
+    if missing:
+      return f"task {task} shard {missing[0]} is missing"
+    if extra:
+      return f"task {task} has shard {extra[0]}, which its stats do not list"
+    for name, size in expected.items():
+      if listing[name].stat().length != size:
+        return f"task {task} shard {name} is not the size its stats give ({size} bytes)"
+  return None
+
+
+class TokenizedSource(seqio.DataSource):
+  """A task's lines as ids, read from its cache in shard order (one record per raw line)."""
+
+  def __init__(self, task_dir: str, stats: Mapping[str, dict[str, Any]]):
+    self.task_dir = task_dir
+    self._files = {split: [paths.join(task_dir, s["name"]) for s in st["shards"]]
+                   for split, st in stats.items()}
+    super().__init__(splits=tuple(stats),
+                     num_input_examples={split: st["examples"] for split, st in stats.items()},
+                     caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]  # hosts are sharded by lines, as the raw text is (`pipeline._read_task`)
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
+    del shuffle, seed, shard_info, sequence_length, use_cached, num_epochs
+    spec = {"targets": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True)}
+
+    def parse(record):
+      return {"targets": tf.cast(tf.io.parse_single_example(record, spec)["targets"], tf.int32)}
+
+    return tf.data.TFRecordDataset(self._files[split]).map(parse)
+
+  def __str__(self) -> str:
+    return f"TokenizedSource({self.task_dir})"
+
+
+def describe(path: str) -> dict[str, Any]:
+  """The mixture.json of the tokenized corpus at `path`, checked."""
+  path = paths.resolve(path)
+  description = _read_json(paths.join(path, MIXTURE_FILE))
+  if description is None:
+    raise DataError(f"{path} is not a tokenized corpus (no readable {MIXTURE_FILE}, or its "
+                    "job did not finish): " + _FIX.format(dir=path))
+  if description.get("format") != FORMAT:
+    raise DataError(f"tokenized corpus {path} has format {description.get('format')}, this "
+                    f"polyglot reads {FORMAT}: " + _FIX.format(dir=path))
+  return description
+
+
+def register(path: str, *, name: str | None = None, alpha: float | None = None,
+             vocabulary: vocab_lib.Vocabulary | None = None) -> seqio.Mixture:
+  """Registers the tokenized corpus at `path` as the mixture `name` (default: the name it
+  was written under), with tasks `<name>.<key>` in the written order and the written sizes;
+  `alpha` defaults to the written one. `vocabulary`, when given, must be the one the cache
+  holds."""
+  path = paths.resolve(path)
+  description = describe(path)
+  model = paths.Path(paths.join(path, VOCABULARY_FILE))
+  if not model.exists() or _sha256(model.read_bytes()) != description["vocabulary"]:
+    raise DataError(f"tokenized corpus {path}: {VOCABULARY_FILE} is missing or is not the "
+                    "vocabulary its tasks were tokenized with: " + _FIX.format(dir=path))
+  cached_vocabulary = vocab_lib.Vocabulary(model.read_bytes(), name=os.fspath(model))
+  if vocabulary is not None and vocabulary != cached_vocabulary:
+    raise DataError(f"tokenized corpus {path} was tokenized with {cached_vocabulary.name}, not "
+                    f"{vocabulary.name}: tokenize the corpus again with that vocabulary "
+                    "(tools/cache_tasks.py), or drop the vocabulary setting")
+  name = name or description["name"]
+  task_sources, sizes = {}, {}
+  for task in description["tasks"]:
+    problem = _task_problem(path, task["name"], vocabulary_sha=description["vocabulary"])
+    if problem:
+      raise DataError(f"tokenized corpus {path}: {problem}; " + _FIX.format(dir=path))
+    task_dir = paths.join(path, task["name"])
+    splits = [p.name[len("stats."):-len(".json")] for p in paths.Path(task_dir).iterdir()
+              if p.name.startswith("stats.")]
+    stats = {s: _read_json(seqio.utils.get_cached_stats_path(task_dir, s)) for s in sorted(splits)}
+    task_sources[task["key"]] = TokenizedSource(task_dir, stats)
+    sizes[task["key"]] = task["size"]
+  if alpha is None:
+    alpha = description["alpha"]
+  return mixtures.register_corpus(
+      name, task_sources, sizes, alpha=alpha, vocabulary=cached_vocabulary,
+      spec=("tokenized", path, json.dumps(description, sort_keys=True)),
+      task_preprocessors=preprocessors.CACHED_TEXT_PREPROCESSORS)
+
+
+def check_part_bytes(part_bytes: int) -> None:
+  if part_bytes < 1:
+    raise ConfigError(f"part_bytes={part_bytes} is invalid: use >= 1 (default {PART_BYTES})")

@@ -1,0 +1,173 @@
+"""Tokenized corpora: the Beam job's cache gives the raw pipeline's batches, bit for bit;
+a cache that is partial, stale or of another vocabulary is refused in one line."""
+import gzip
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from polyglot import paths
+from polyglot.data import pipeline, sources, tokenized
+from polyglot.errors import DataError
+import seqio
+import tasks
+
+UDHR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
+
+
+def _batches(mixture, n, **kwargs):
+  args = dict(length=24, batch_size=6, seed=3, shard_index=0, num_shards=1)
+  args.update(kwargs)
+  it = pipeline.make_iterator(mixture, **args)
+  return list(it) if n is None else [next(it) for _ in range(n)]  # None: a finite split whole
+
+
+def _assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert sorted(x) == sorted(y)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory, corpus):
+  """Three languages: a plain file of many lines (blank ones too), cut into many parts;
+  a `.gz` file (one part per split); a short file."""
+  d = tmp_path_factory.mktemp("text")
+  eng = list(corpus.texts["eng_Latn"]) * 6
+  eng = [l if i % 7 else "" for i, l in enumerate(eng)]  # blank lines stay records
+  (d / "eng_Latn.txt").write_text("\n".join(eng) + "\n", encoding="utf-8")
+  with gzip.open(d / "swh_Latn.txt.gz", "wt", encoding="utf-8") as f:
+    f.write("\n".join(corpus.texts["swh_Latn"] * 3))  # no final line break
+  (d / "cmn_Hans.txt").write_text("\n".join(corpus.texts["cmn_Hans"]), encoding="utf-8")
+  return d
+
+
+@pytest.fixture(scope="module")
+def raw(text_dir):
+  return tasks.register_text_directory(text_dir, name="tok_raw")
+
+
+@pytest.fixture(scope="module")
+def cached(raw, tmp_path_factory):
+  """The raw mixture `tok_raw` cached in 2 kB parts by the Beam job (DirectRunner) and
+  registered from the cache alone as `tok_cached`."""
+  out = tmp_path_factory.mktemp("cache") / "tok"
+  description = tokenized.write(raw.name, str(out), part_bytes=2048)
+  tasks.register_tokenized(out, name="tok_cached")
+  return out, description
+
+
+@pytest.mark.parametrize("task", ["tok_raw.eng_Latn", "tok_raw.swh_Latn"])
+def test_parts_of_a_text_file_hold_its_lines_once_in_order(raw, task):
+  source = seqio.get_mixture_or_task(task).source
+  for split in ("validation", "train"):
+    expected = list(source.get_dataset(split).as_numpy_iterator())
+    for part_bytes in (1, 100, 2048, 1 << 30):
+      got = [line for r in source.ranges(split, part_bytes) for line in sources.read_range(r)]
+      assert got == expected, (split, part_bytes)
+
+
+def test_cache_has_seqio_layout_and_sizes(cached):
+  out, description = cached
+  assert [t["key"] for t in description["tasks"]] == ["cmn_Hans", "eng_Latn", "swh_Latn"]
+  eng = out / "tok_raw.eng_Latn"
+  assert (eng / "COMPLETED").exists() and (out / "vocabulary.model").exists()
+  stats = json.loads((eng / "stats.train.json").read_text())
+  assert len(stats["shards"]) > 3  # the plain file in several parts
+  assert [s["name"] for s in stats["shards"]] == [
+      f"train.tfrecord-{i:05d}-of-{len(stats['shards']):05d}" for i in range(len(stats["shards"]))]
+  # One record per raw line, blank lines included.
+  source = seqio.get_mixture_or_task("tok_raw.eng_Latn").source
+  assert stats["examples"] == sum(1 for _ in source.get_dataset("train"))
+  info = json.loads((eng / "info.train.json").read_text())
+  assert info["features"] == {"targets": {"shape": [None], "dtype": "int32"}}
+  # seqio's own reader (its global cache dirs) reads the raw task from the cache: the same
+  # chunks as from the text (one shard: seqio's interleaving keeps the order).
+  seqio.add_global_cache_dirs([str(out)])
+  task = seqio.get_mixture_or_task("tok_raw.swh_Latn")
+  theirs, ours = (task.get_dataset({"targets": 40}, split="validation", use_cached=cached,
+                                   shuffle=False) for cached in (True, False))
+  theirs, ours = ([x["targets"].tolist() for x in d.as_numpy_iterator()] for d in (theirs, ours))
+  assert theirs == ours and len(ours) > 1
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"split": "validation"},
+                                    {"shard_index": 1, "num_shards": 2}])
+def test_cached_batches_equal_raw_batches(cached, kwargs):
+  n = None if kwargs.get("split") == "validation" else 12
+  _assert_same(_batches("tok_cached", n, **kwargs), _batches("tok_raw", n, **kwargs))
+  rates = {t.name.split(".")[1]: m.get_rate(t) for m in [seqio.get_mixture_or_task("tok_cached")]
+           for t in m.tasks}
+  raw = seqio.get_mixture_or_task("tok_raw")
+  assert rates == {t.name.split(".")[1]: raw.get_rate(t) for t in raw.tasks}
+
+
+def test_resume_from_the_cache_is_bit_identical(cached):
+  it = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=3, shard_index=0,
+                              num_shards=1)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  again = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=3, shard_index=0,
+                                 num_shards=1)
+  again.set_state(state)
+  _assert_same([next(again) for _ in range(4)], expected)
+
+
+def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+  paths.copy_tree(src, dst)
+  return dst
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "mixture.json").unlink(), "no readable mixture.json"),
+    (lambda d: next(d.glob("tok_raw.eng_Latn/train.tfrecord-00001-*")).unlink(),
+     "task tok_raw.eng_Latn shard train.tfrecord-00001-of-"),
+    (lambda d: (d / "tok_raw.cmn_Hans" / "COMPLETED").unlink(),
+     "task tok_raw.cmn_Hans is not (completely) written"),
+    (lambda d: next(d.glob("tok_raw.swh_Latn/train.tfrecord-00000-*")).write_bytes(b"x"),
+     "is not the size its stats give"),
+    (lambda d: (d / "vocabulary.model").write_bytes(b"other"),
+     "is not the vocabulary its tasks were tokenized with"),
+])
+def test_a_damaged_cache_is_one_line_naming_the_fix(cached, tmp_path, damage, words):
+  out = _copy(cached[0], tmp_path / "copy")
+  damage(out)
+  with pytest.raises(DataError, match="tools/cache_tasks.py") as e:
+    tasks.register_tokenized(out, name="tok_damaged")
+  assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_another_vocabulary_is_refused(cached, corpus):
+  from polyglot.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  other = vocab_lib.train(corpus.texts["eng_Latn"] + corpus.texts["fra_Latn"],
+                          vocab_lib.VocabConfig(vocab_size=200))
+  with pytest.raises(DataError, match="was tokenized with .* tokenize the corpus again"):
+    tasks.register_tokenized(cached[0], name="tok_other", vocabulary=other)
+
+
+def test_writing_again_finishes_a_partial_cache(cached, tmp_path):
+  out = _copy(cached[0], tmp_path / "partial")
+  (out / "tok_raw.cmn_Hans" / "COMPLETED").unlink()
+  (out / "mixture.json").unlink()
+  parts, _ = tokenized.plan("tok_raw", str(out), part_bytes=2048)
+  assert {p.task for p in parts} == {"tok_raw.cmn_Hans"}
+  assert tokenized.write("tok_raw", str(out), part_bytes=2048) == cached[1]
+  tasks.register_tokenized(out, name="tok_rewritten")
+  _assert_same(_batches("tok_rewritten", 3), _batches("tok_raw", 3))
+
+
+@pytest.mark.skipif(not UDHR.is_dir(), reason=f"shared UDHR corpus not at {UDHR}")
+def test_udhr_corpus_cached_by_the_beam_job_equals_raw(tmp_path):
+  """The 390-language UDHR corpus through the DirectRunner: the second host's batches of two
+  equal the raw pipeline's (the validation split and one host are checked above)."""
+  tasks.register_text_directory(UDHR, name="udhr_raw")
+  tokenized.write("udhr_raw", str(tmp_path / "udhr"))
+  mixture = tasks.register_tokenized(tmp_path / "udhr", name="udhr_cached")
+  assert len(mixture.tasks) == 390
+  _assert_same(_batches("udhr_cached", 6, length=64, shard_index=1, num_shards=2),
+               _batches("udhr_raw", 6, length=64, shard_index=1, num_shards=2))
