@@ -177,7 +177,8 @@ COMMANDS: dict[str, Command] = {
         "--output_dir=/data/cc100-ids", "/data/cc100 as above", replace=ABSOLUTE),
     "pretrain_base_cached": Command(
         ".venv/bin/python -m polyglot.train --gin_file=runs/pretrain_base.gin "
-        "--gin_file=data/tokenized.gin --gin.CACHE_DIR=\"'/data/cc100-ids'\" --workdir=/ckpt/base",
+        "--gin_file=data/tokenized.gin --gin.CACHE_DIR=\"'/data/cc100-ids'\" "
+        "--gin.VOCAB=\"'/data/spm.model'\" --workdir=/ckpt/base",
         "as pretrain_base, into /ckpt/base-ids (the raw run's workdir is compared with it)",
         replace=(("/ckpt/base", "{fs}/ckpt/base-ids"), *ABSOLUTE),
         append=(*TINY, *ON_CPU, *SHORT, "--gin.TrainConfig.log_every=1"), devices=8),
