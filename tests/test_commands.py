@@ -61,6 +61,8 @@ Command -> test (docs/benchmarks.md):
   scaling --model small --steps 3 --warmup 1              = README's scaling command once shortened
   python -c "... len(seqio...('embedded').tasks)"          test_embedded_mixture_has_630_tasks
   tools/benchmark.py data --batches 64 --warmup 16         test_benchmark_data
+  tools/cache_tasks.py --output_dir=cache/embedded, data ... --tokenized cache/embedded
+                                                           (same test)
   train --model base ... --objectives mlm,tlm,xlco          test_benchmark_of_three_objectives
   NOT_RUN lists the rest: the train-table rows (records the tool wrote), the other GPU
   commands (--remat, moe_base_e8, --profile: flags run by the commands above), scaling
@@ -314,6 +316,14 @@ COMMANDS: dict[str, Command] = {
         "after 1",
         append=("--mixture", "embedded.swh_Latn", "--batches", "2", "--warmup", "1",
                 "--length", "64", "--batch_size", "4")),
+    "cache_embedded": Command(
+        ".venv/bin/python tools/cache_tasks.py --output_dir=cache/embedded",
+        "630 languages -> the six of /data/cc100 (the benchmark below builds them)",
+        append=SIX),
+    "bench_data_tokenized": Command(
+        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16 "
+        "--tokenized cache/embedded", "as bench_data: 2 batches of 4 x 64 after 1",
+        append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
     # ---- docs/scaling.md ----
     "plan_moe_e8": Command(
         "python tools/plan_memory.py --model=moe_large_e64 --mesh=expert=8 --batch=64 --seq=512"),
@@ -581,6 +591,8 @@ def job_specs(r: Root) -> ct.Jobs:
       "pretrain_base": simple("pretrain_base", "train_vocab"),
       "cache_cc100": simple("cache_cc100", "train_vocab"),
       "pretrain_base_cached": simple("pretrain_base_cached", "cache_cc100"),
+      "cache_embedded": simple("cache_embedded"),
+      "bench_data_tokenized": simple("bench_data_tokenized", "cache_embedded"),
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
@@ -919,13 +931,18 @@ def test_benchmark_profile(jobs, root):
   assert traces and traces[0].stat().st_size > 0
 
 
-@uses("bench_data")
+@uses("bench_data", "cache_embedded", "bench_data_tokenized")
 def test_benchmark_data(jobs):
+  cores = [str(c) for c in (1, len(os.sched_getaffinity(0)))]
   lines = jobs.result("bench_data").ok().stdout.strip().splitlines()
   rows = [l.split(" | ") for l in lines[2:]]
-  assert lines[0].startswith("| mixture | length | batch | cores |")
-  assert [r[:4] for r in rows] == [["| embedded.swh_Latn", "64", "4", str(c)]
-                                   for c in (1, len(os.sched_getaffinity(0)))]
+  assert lines[0].startswith("| mixture | input | tasks | length | batch | cores |")
+  assert [r[:6] for r in rows] == [["| embedded.swh_Latn", "text",
+                                    "1", "64", "4", c] for c in cores]
+  assert "cached embedded_custom: 6 tasks" in jobs.result("cache_embedded").ok().stdout
+  lines = jobs.result("bench_data_tokenized").ok().stdout.strip().splitlines()
+  assert [l.split(" | ")[:6] for l in lines[2:]] == [
+      ["| embedded_custom_tokenized", "tokenized", "6", "64", "4", c] for c in cores]
 
 
 @uses("flops")

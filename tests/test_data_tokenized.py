@@ -94,9 +94,14 @@ def test_cache_has_seqio_layout_and_sizes(cached):
   assert theirs == ours and len(ours) > 1
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["read_whole", "streamed"])
 @pytest.mark.parametrize("kwargs", [{}, {"split": "validation"},
                                     {"shard_index": 1, "num_shards": 2}])
-def test_cached_batches_equal_raw_batches(cached, kwargs):
+def test_cached_batches_equal_raw_batches(cached, kwargs, in_memory, monkeypatch):
+  """Languages read whole at build time (small ones) or streamed a batch of lines at a time;
+  whole rows built without seqio's packer (every cached chunk is full) against the packer's."""
+  if not in_memory:
+    monkeypatch.setattr(tokenized, "IN_MEMORY_BYTES", 0)
   n = None if kwargs.get("split") == "validation" else 12
   _assert_same(_batches("tok_cached", n, **kwargs), _batches("tok_raw", n, **kwargs))
   rates = {t.name.split(".")[1]: m.get_rate(t) for m in [seqio.get_mixture_or_task("tok_cached")]

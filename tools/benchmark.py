@@ -19,7 +19,9 @@ run prints one JSON line and, unless `--no_record`, appends a row to the
 
 `data` measures the host input pipeline (polyglot/data/pipeline.py): input
 tokens per second of finished batches (tokenize, mix, shuffle, pack, mask,
-batch), after the pipeline is built and warm. Each measurement runs in a fresh
+batch), after the pipeline is built and warm; `--tokenized DIR` reads a
+tokenized cache (tools/cache_tasks.py) instead of text. It also reports the
+build time and the size of the iterator's checkpoint state. Each measurement runs in a fresh
 process pinned to `--cores` CPUs (`os.sched_setaffinity`) with a tf.data
 threadpool of that size; without `--cores` it runs one core, then all cores.
 Results in docs/benchmarks.md.
@@ -43,6 +45,7 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from polyglot import paths  # noqa: E402  pylint: disable=wrong-import-position
 from polyglot.convert import cli  # noqa: E402  pylint: disable=wrong-import-position
 RECORD = REPO / "docs" / "benchmarks.md"
 TRAIN_TABLE_END = "<!-- train rows end -->"
@@ -51,11 +54,14 @@ SCALING_TABLE_END = "<!-- scaling rows end -->"
 
 def measure_data(args) -> dict:
   """One run of the input pipeline, in this process (already pinned to its cores)."""
-  import tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (registrations)
+  import tasks  # pylint: disable=g-import-not-at-top  (registrations)
   from polyglot.data import pipeline  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
-  it = pipeline.make_iterator(args.mixture, length=args.length, batch_size=args.batch_size,
+  mixture = args.mixture
+  if args.tokenized:  # read from the cache, registered from it alone (no text)
+    mixture = tasks.register_tokenized(args.tokenized).name
+  it = pipeline.make_iterator(mixture, length=args.length, batch_size=args.batch_size,
                               seed=0, shard_index=0, num_shards=1, num_threads=args.cores)
   built = time.perf_counter()
   next(it)
@@ -67,8 +73,10 @@ def measure_data(args) -> dict:
   for _ in range(args.batches):
     tokens += int((next(it)["segment_ids"] > 0).sum())
   seconds = time.perf_counter() - timed
-  return {"mixture": args.mixture, "length": args.length, "batch_size": args.batch_size,
-          "cores": args.cores, "build_s": round(built - start, 1),
+  return {"mixture": mixture, "input": "tokenized" if args.tokenized else "text",
+          "tasks": len(getattr(pipeline.mixtures.get_provider(mixture), "tasks", [mixture])),
+          "length": args.length, "batch_size": args.batch_size, "state_kb": round(
+              len(it.get_state()) / 1024), "cores": args.cores, "build_s": round(built - start, 1),
           "first_batch_s": round(first - built, 1), "batches": args.batches,
           "tokens_per_s": round(tokens / seconds)}
 
@@ -82,18 +90,22 @@ def run_data(args) -> None:
     except PolyglotError as e:
       sys.exit(f"error: {e}")
     return
-  print("| mixture | length | batch | cores | build s | first batch s | input tokens/s |")
-  print("|---|---|---|---|---|---|---|")
+  print("| mixture | input | tasks | length | batch | cores | build s | first batch s | "
+        "state KB | input tokens/s |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for cores in (1, len(os.sched_getaffinity(0))):
     command = [sys.executable, __file__, "data", "--cores", str(cores), "--mixture", args.mixture,
                "--length", str(args.length), "--batch_size", str(args.batch_size),
                "--batches", str(args.batches), "--warmup", str(args.warmup)]
+    if args.tokenized:
+      command += ["--tokenized", args.tokenized]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
       sys.exit(done.stderr.strip().splitlines()[-1])
     r = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"| {r['mixture']} | {r['length']} | {r['batch_size']} | {r['cores']} | "
-          f"{r['build_s']} | {r['first_batch_s']} | {r['tokens_per_s']:,} |")
+    print(f"| {r['mixture']} | {r['input']} | {r['tasks']} | {r['length']} | "
+          f"{r['batch_size']} | {r['cores']} | {r['build_s']} | {r['first_batch_s']} | "
+          f"{r['state_kb']:,} | {r['tokens_per_s']:,} |")
 
 
 def synthetic_batch(cfg, batch_size: int, seq_len: int, mask_rate: float = 0.15,
@@ -569,6 +581,8 @@ def parser() -> cli.ArgumentParser:
   scaling.set_defaults(run=run_scaling)
   data = commands.add_parser("data", help="input pipeline tokens/s")
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
+  data.add_argument("--tokenized", type=paths.resolve,
+                    help="read this tokenized cache (tools/cache_tasks.py) instead of --mixture")
   data.add_argument("--length", type=cli.positive_int, default=512)
   data.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=32,
                     help="rows per batch")

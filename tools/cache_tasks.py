@@ -62,6 +62,7 @@ def check_beam_args(beam_args: list[str]) -> None:
 
 
 def cache(args) -> str:
+  import tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (the embedded corpus)
   from polyglot import paths, train  # pylint: disable=g-import-not-at-top
   from polyglot.data import tokenized  # pylint: disable=g-import-not-at-top
   logging.disable(logging.WARNING)  # Beam warns at import of clients a text job never uses

@@ -123,10 +123,47 @@ def chunk_stream(dataset: tf.data.Dataset,
   return dataset.unbatch().batch(length - 2)  # unbatch: one element per token
 
 
+def chunk_token_runs(dataset: tf.data.Dataset,
+                     sequence_length: Mapping[str, int]) -> tf.data.Dataset:
+  """{"targets": [n]} runs of a stream's tokens (many lines each) -> the chunks of
+  `chunk_stream`.
+
+  A stream that never ends (training) is cut a run at a time, carrying the remainder
+  (fewer than c tokens) to the next: chunks of static shape [c], no per-token elements.
+  A finite one goes through `chunk_stream`, which also hands out the last, shorter chunk.
+  """
+  length = sequence_length["targets"]
+  if length <= 2:
+    raise ConfigError(f"sequence length {length} is invalid: use > 2 (<s>, tokens, </s>)")
+  if dataset.cardinality() != tf.data.INFINITE_CARDINALITY:
+    return chunk_stream(dataset, sequence_length)
+  c = length - 2
+  return dataset.scan((tf.zeros([c], tf.int32), tf.constant(0)), _cutter(c)).unbatch()
+
+
+@functools.lru_cache(maxsize=None)
+def _cutter(c: int):
+  """`chunk_token_runs`' step, traced once for every language of a mixture (a thousand
+  languages would otherwise trace it a thousand times while the pipeline is built)."""
+  state_spec = (tf.TensorSpec([c], tf.int32), tf.TensorSpec([], tf.int32))
+
+  @tf.function(input_signature=[state_spec, {"targets": tf.TensorSpec([None], tf.int32)}],
+               autograph=False)
+  def cut(state, ex):  # (carry [c], its length) + a run [n] -> new state, chunks [m, c]
+    carry, n = state
+    tokens = tf.concat([carry[:n], ex["targets"]], 0)
+    full = tf.size(tokens) // c * c
+    rest = tokens[full:]
+    state = (tf.reshape(tf.pad(rest, [[0, c - tf.size(rest)]]), [c]), tf.size(rest))
+    return state, {"targets": tf.reshape(tokens[:full], [-1, c])}
+
+  return cut
+
+
 # A monolingual task's preprocessors: tokenizing is cacheable, chunking depends on the length.
 TEXT_PREPROCESSORS = (tokenize_lines, seqio.CacheDatasetPlaceholder(), chunk_stream)
-# The same task read from its tokenized cache (`polyglot.data.tokenized`).
-CACHED_TEXT_PREPROCESSORS = (chunk_stream,)
+# The same task read from its tokenized cache (`polyglot.data.tokenized`): runs of tokens.
+CACHED_TEXT_PREPROCESSORS = (chunk_token_runs,)
 
 
 def mask_tokens(targets: tf.Tensor, seed: tf.Tensor, *, mask_id: int, word_start: tf.Tensor,
@@ -184,8 +221,17 @@ class MlmFeatureConverter(seqio.FeatureConverter):
     def frame(ex):  # [<= l - 2] -> [<= l], shifted for the packer
       return {"targets": tf.concat([[vocab.bos_id], ex["targets"], [vocab.eos_id]], 0) + 1}
 
-    ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = self._pack_or_pad(ds, task_feature_lengths)
+    length = task_feature_lengths["targets"]
+
+    def whole_row(ex):  # [l - 2] -> what the packer makes of a sequence that fills a row
+      return {"targets": frame(ex)["targets"], "targets_segment_ids": tf.ones([length], tf.int32),
+              "targets_positions": tf.range(length, dtype=tf.int32)}
+
+    if ds.element_spec["targets"].shape == [length - 2]:  # every chunk full (cached streams)
+      ds = ds.map(whole_row, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+      ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = self._pack_or_pad(ds, task_feature_lengths)
     with tf.init_scope():
       word_start = tf.constant(self._vocab.word_start)
     mask_id = self._vocab.mask_id
