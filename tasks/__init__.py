@@ -17,6 +17,7 @@ from tasks.tfds import register_mc4, register_tfds, register_wikipedia
 
 register_embedded()
 
-__all__ = ["EMBEDDED", "register_embedded", "register_text_directory", "register_tokenized", "register_tfds",
+__all__ = ["EMBEDDED", "register_embedded", "register_text_directory", "register_tokenized",
+           "register_tfds",
            "register_mc4", "register_wikipedia", "register_bible", "register_moses",
            "register_tsv_pairs", "register_tfds_translation"]
