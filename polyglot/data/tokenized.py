@@ -276,7 +276,7 @@ class TokenizedSource(seqio.DataSource):
   split when it has at most `IN_MEMORY_BYTES` (read when the dataset is made).
 
   Parsing records in batches is what makes the cache fast (one `tf.io.parse_example` per
-  batch instead of one op per line: 3.7M against 0.68M tokens/s on one core); the task's
+  batch instead of one op per line; docs/benchmarks.md); the task's
   `preprocessors.chunk_token_runs` cuts the stream. Hosts are dealt lines, as the raw
   text is (`pipeline._read_task`), so either gives one host the same stream.
   """
