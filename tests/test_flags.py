@@ -76,6 +76,9 @@ def entries() -> dict[str, Entry]:
       "tools/convert_from_hf.py": Entry(
           parse_args_of(tool("convert_from_hf").parser), ((),), ("--output_dir", "out"),
           ((), "--hf_dir", "--hf-dir", "hf", "hf_dir")),
+      "tools/cache_tasks.py": Entry(
+          parse_args_of(tool("cache_tasks").parser), ((),), ("--output_dir", "o"),
+          ((), "--part_mb", "--part-mb", "3", "part_mb")),
       "tools/extend_vocab.py": Entry(
           parse_args_of(tool("extend_vocab").parser), ((),),
           ("--checkpoint_dir", "c", "--output_dir", "o", "--mixture", "embedded"),

@@ -39,16 +39,8 @@ class XlmrSentencePiece:
     return self._ids(self.sp.encode(text))
 
   def encode_offsets(self, text):
-    proto = self.sp.encode(text, return_type="proto")
-    char_at = np.zeros(len(text.encode("utf-8")) + 1, np.int64)  # byte offset -> char offset
-    pos = 0
-    for i, ch in enumerate(text):
-      char_at[pos:pos + len(ch.encode("utf-8"))] = i
-      pos += len(ch.encode("utf-8"))
-    char_at[pos] = len(text)
-    pieces = list(proto.pieces)
-    return (self._ids(p.id for p in pieces),
-            [(int(char_at[p.begin]), int(char_at[p.end])) for p in pieces])
+    pieces = list(self.sp.encode_as_immutable_proto(text).pieces)  # character offsets
+    return self._ids(p.id for p in pieces), [(p.begin, p.end) for p in pieces]
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,12 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import sentencepiece as spm
 
 from polyglot.errors import DataError
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 _CACHE_SIZE = 1 << 16
-
-
-def byte_to_char_offsets(text: str) -> np.ndarray:
-  """[bytes + 1] int64: the character index at each UTF-8 byte offset of `text`
-  (a byte inside a multi-byte character maps to that character)."""
-  widths = np.array([len(ch.encode("utf-8")) for ch in text], np.int64)  # [chars]
-  out = np.repeat(np.arange(len(text), dtype=np.int64), widths)
-  return np.append(out, len(text))
 
 
 class SentencePieceTokenizer:
@@ -59,10 +50,8 @@ class SentencePieceTokenizer:
     return tuple(self._xlmr_ids(self.sp.encode(text)))
 
   def _encode_offsets(self, text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    pieces = self.sp.encode(text, return_type="proto").pieces
-    char_at = byte_to_char_offsets(text)
-    spans = tuple((int(char_at[p.begin]), int(char_at[p.end])) for p in pieces)
-    return tuple(self._xlmr_ids(p.id for p in pieces)), spans
+    pieces = self.sp.encode_as_immutable_proto(text).pieces  # begin/end: characters
+    return tuple(self._xlmr_ids(p.id for p in pieces)), tuple((p.begin, p.end) for p in pieces)
 
   def encode_pieces(self, text: str) -> list[int]:
     """XLM-R ids of `text`'s pieces, no special tokens."""
