@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 import pytest
+import seqio
 
 from polyglot.data import mixtures, pipeline, sources
 from polyglot.data import vocab as vocab_lib
@@ -229,6 +230,32 @@ def test_hosts_read_disjoint_shards():
     text = vocab_lib.default_vocabulary().decode(next(it)["targets"][0])
     seen.append({line for line in corpus.train_lines("eng_Latn") if line in text})
   assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_shards_are_dealt_non_blank_lines_and_a_short_language_whole(tmp_path):
+  """Paragraphs separated by blank lines, read by 2 shards: each is dealt half of the
+  paragraphs (never only blank lines, whose stream would never give a chunk); a language of 2
+  training lines, read by 3 shards: each reads both (a shard dealt none would wait forever)."""
+  paragraphs = [f"paragraph {i} of the test text" for i in range(40)]
+  (tmp_path / "eng_Latn.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+  (tmp_path / "fra_Latn.txt").write_text("un\ndeux\ntrois\n", encoding="utf-8")
+  mixture = tasks.register_text_directory(tmp_path, name="test_pipeline_dealt")
+  eng, fra = (t.source for t in mixture.tasks)
+  train = paragraphs[eng.num_input_examples("validation"):]
+
+  def lines(source, index, count):
+    ds = source.get_dataset("train", shard_info=seqio.ShardInfo(index, count))
+    return [line.decode() for line in ds.as_numpy_iterator()]
+
+  assert [lines(eng, i, 2) for i in range(2)] == [train[0::2], train[1::2]]
+  assert [lines(fra, i, 3) for i in range(3)] == [["deux", "trois"]] * 3
+  assert [lines(fra, i, 2) for i in range(2)] == [["deux"], ["trois"]]
+  vocab = vocab_lib.default_vocabulary()
+  for index in range(3):  # each shard's stream starts (it used to wait forever on `fra`)
+    it = pipeline.make_iterator("test_pipeline_dealt", length=16, batch_size=8, seed=1,
+                                shard_index=index, num_shards=3)
+    text = " ".join(vocab.decode(row) for _ in range(10) for row in next(it)["targets"])
+    assert "deux" in text and "paragraph" in text, index
 
 
 def test_embedded_mixture_of_over_100_languages_yields_batches():

@@ -38,7 +38,7 @@ def text_dir(tmp_path_factory, corpus):
   a `.gz` file (one part per split); a short file."""
   d = tmp_path_factory.mktemp("text")
   eng = list(corpus.texts["eng_Latn"]) * 6
-  eng = [l if i % 7 else "" for i, l in enumerate(eng)]  # blank lines stay records
+  eng = [l if i % 7 else "" for i, l in enumerate(eng)]  # blank lines are not records
   (d / "eng_Latn.txt").write_text("\n".join(eng) + "\n", encoding="utf-8")
   with gzip.open(d / "swh_Latn.txt.gz", "wt", encoding="utf-8") as f:
     f.write("\n".join(corpus.texts["swh_Latn"] * 3))  # no final line break
@@ -80,9 +80,9 @@ def test_cache_has_seqio_layout_and_sizes(cached):
   assert len(stats["shards"]) > 3  # the plain file in several parts
   assert [s["name"] for s in stats["shards"]] == [
       f"train.tfrecord-{i:05d}-of-{len(stats['shards']):05d}" for i in range(len(stats["shards"]))]
-  # One record per raw line, blank lines included.
+  # One record per non-blank line.
   source = seqio.get_mixture_or_task("tok_raw.eng_Latn").source
-  assert stats["examples"] == sum(1 for _ in source.get_dataset("train"))
+  assert stats["examples"] == sum(1 for _ in source.get_dataset("train")) == 38
   info = json.loads((eng / "info.train.json").read_text())
   assert info["features"] == {"targets": {"shape": [None], "dtype": "int32"}}
   # seqio's own reader (its global cache dirs) reads the raw task from the cache: the same
@@ -97,10 +97,12 @@ def test_cache_has_seqio_layout_and_sizes(cached):
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["read_whole", "streamed"])
 @pytest.mark.parametrize("kwargs", [{}, {"split": "validation"},
-                                    {"shard_index": 1, "num_shards": 2}])
+                                    {"shard_index": 1, "num_shards": 2},
+                                    {"shard_index": 11, "num_shards": 12}])
 def test_cached_batches_equal_raw_batches(cached, kwargs, in_memory, monkeypatch):
   """Languages read whole at build time (small ones) or streamed a batch of lines at a time;
-  whole rows built without seqio's packer (every cached chunk is full) against the packer's."""
+  whole rows built without seqio's packer (every cached chunk is full) against the packer's;
+  shard 11 of 12 is dealt lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
   if not in_memory:
     monkeypatch.setattr(tokenized, "IN_MEMORY_BYTES", 0)
   n = None if kwargs.get("split") == "validation" else 12

@@ -11,7 +11,8 @@
 
 Per data shard (by default one per JAX process): the seqio mixture, read
 from shard `ShardInfo(index, num_shards)` (each language's files are dealt
-to shards, or its lines when it has fewer files than shards) -> language
+to shards, or its lines when it has fewer files than shards: `sources.dealt`;
+a training split with fewer lines than shards is read whole by each) -> language
 sampling at the mixture's rates -> a shuffle buffer of chunks ->
 `MlmFeatureConverter` (`<s> chunk </s>`, packing, masking) -> batches of
 `batch_size` rows. Fields: `input_ids, targets, loss_weights, segment_ids,
@@ -65,7 +66,7 @@ import jax
 import numpy as np
 
 from polyglot import _env
-from polyglot.data import mixtures, preprocessors
+from polyglot.data import mixtures, preprocessors, sources
 from polyglot.data import vocab as vocab_lib
 from polyglot.data.preprocessors import MlmConfig
 from polyglot.errors import ConfigError, DataError
@@ -130,9 +131,10 @@ def _read_task(task: seqio.Task, cfg: PipelineConfig, shard: seqio.ShardInfo) ->
   source = task.source
   if source.supports_arbitrary_sharding or len(source.list_shards(cfg.split)) >= shard.num_shards:
     ds = source.get_dataset(split=cfg.split, shuffle=False, seed=cfg.seed, shard_info=shard)
-  else:  # fewer files than hosts: every host reads them and keeps its share of lines
+  else:  # fewer files than shards: every shard reads them and keeps its share of examples
     ds = source.get_dataset(split=cfg.split, shuffle=False, seed=cfg.seed)
-    ds = ds.shard(shard.num_shards, shard.index)
+    if sources.dealt(cfg.split, source.num_input_examples(cfg.split), shard):
+      ds = ds.shard(shard.num_shards, shard.index)
   if cfg.split == "train":
     ds = ds.repeat()
   ds = task.preprocess_precache(ds, seed=cfg.seed)  # nothing for a task read from its cache

@@ -101,7 +101,7 @@ def tokenize_batch(vocab: vocab_lib.Vocabulary):
 def tokenize_lines(dataset: tf.data.Dataset,
                    output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
   """Lines (or dicts with `text`) -> {"targets": int32 [n]}: each line's ids and `</s>`,
-  one element per line (empty for a blank one, so that lines and elements stay aligned).
+  one element per line (sources skip blank lines, which would add no token).
 
   The task's step before seqio's `CacheDatasetPlaceholder`: what
   `polyglot.data.tokenized` stores, once, for a corpus read many times.

@@ -2,7 +2,9 @@
 
 Every source here yields one string per line of text, in file order; the task
 preprocessors (`preprocessors.TEXT_PREPROCESSORS`) tokenize and concatenate
-them. Each source has a `train` split and, where a language has at least two
+them. A text source skips blank lines and deals the others to data shards
+(`dealt`: every `num_shards`-th line; a training split with fewer lines than
+shards is read whole by every shard). Each source has a `train` split and, where a language has at least two
 lines, a `validation` split: the first `ceil(lines / validation_every)`
 non-blank lines (5% by default). The held-out block sits at the start of the
 file so that neither split has to read past the other.
@@ -68,6 +70,23 @@ def holdout_lines(num_lines: int, validation_every: int) -> int:
   return 0 if num_lines < 2 else math.ceil(num_lines / validation_every)
 
 
+def dealt(split: str, num_lines: int | None, shard: seqio.ShardInfo | None) -> bool:
+  """Whether data shard `shard` reads only its share of a language's lines (every
+  `num_shards`-th, from line `index`). Not with one shard, nor in a training split with fewer
+  lines than shards: every shard reads that one whole, since a shard dealt no line would
+  wait forever for the first chunk of its endless stream."""
+  if shard is None or shard.num_shards == 1:
+    return False
+  return split != "train" or num_lines is None or num_lines >= shard.num_shards
+
+
+def non_blank(lines: tf.data.Dataset) -> tf.data.Dataset:
+  """The lines with text: a blank line adds no token, and lines are dealt to shards after
+  this (so that a shard is never dealt only blank ones, as from a file of paragraphs
+  separated by blank lines read by two shards)."""
+  return lines.filter(lambda line: tf.strings.strip(line) != "")
+
+
 @dataclasses.dataclass(frozen=True)
 class LineRange:
   """Some consecutive lines of a source, for one writer of a tokenized cache
@@ -83,7 +102,12 @@ class LineRange:
 
 
 def read_range(lines: LineRange) -> Iterator[bytes]:
-  """The lines of `lines`, as UTF-8 bytes without their line break."""
+  """The non-blank lines of `lines` (the lines of `LineSource.get_dataset`), as UTF-8 bytes
+  without their line break."""
+  return (line for line in _raw_lines(lines) if line.strip())
+
+
+def _raw_lines(lines: LineRange) -> Iterator[bytes]:
   if lines.path is None:
     yield from (line.encode("utf-8") for line in lines.lines)
     return
@@ -134,10 +158,10 @@ class LineSource(seqio.DataSource):
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
-    return False
+    return True  # by non-blank lines (`dealt`)
 
   def list_shards(self, split: str) -> Sequence[str]:
-    return [split]  # one file: hosts are sharded by lines (`Dataset.shard`)
+    return [split]
 
   @abc.abstractmethod
   def _lines(self, split: str) -> tf.data.Dataset:
@@ -146,12 +170,15 @@ class LineSource(seqio.DataSource):
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
-    # Shuffling happens after mixing; sharding by lines after this (one shard listed).
-    del shuffle, seed, shard_info, sequence_length, use_cached, num_epochs
+    # Shuffling happens after mixing.
+    del shuffle, seed, sequence_length, use_cached, num_epochs
     if split not in self.splits:
       raise DataError(f"{self} has no {split!r} split (it has {list(self.splits)}): a language "
                       "needs at least 2 lines to hold one out for validation")
-    return self._lines(split)
+    lines = non_blank(self._lines(split))
+    if dealt(split, self.num_input_examples(split), shard_info):
+      lines = lines.shard(shard_info.num_shards, shard_info.index)
+    return lines
 
 
 class MemorySource(LineSource):

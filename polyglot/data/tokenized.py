@@ -10,8 +10,8 @@ ranges of a text file, cut where lines start, or runs of in-memory lines),
 tokenizes each part with the task's own tokenizer and writes it as one TFRecord
 shard. A part is a shard, so reading a task's shards in order reads its lines
 in file order: batches from the cache equal the raw pipeline's, bit for bit,
-for any seed and host count (one record per raw line, blank lines included, so
-that lines are dealt to hosts the same way).
+for any seed and host count (one record per non-blank line, so that lines are
+dealt to data shards the same way: `sources.dealt`).
 
 Layout (seqio's offline-cache format per task, so seqio's own reader,
 `Task.get_dataset(use_cached=True)` after `seqio.add_global_cache_dirs`,
@@ -51,7 +51,7 @@ from polyglot.errors import ConfigError, DataError
 tf = _env.import_tensorflow()
 import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-FORMAT = 1
+FORMAT = 2  # 2: blank lines are not stored
 MIXTURE_FILE = "mixture.json"
 VOCABULARY_FILE = "vocabulary.model"
 COMPLETED = "COMPLETED"  # seqio's marker of a finished task cache
@@ -271,13 +271,13 @@ def _tfrecords(path: str) -> Iterator[bytes]:
 
 
 class TokenizedSource(seqio.DataSource):
-  """A task's token stream, read from its cache in shard order (one record per raw line):
+  """A task's token stream, read from its cache in shard order (one record per line):
   {"targets": int32 [n]}, the tokens of `LINES_PER_READ` lines at a time, or of the whole
   split when it has at most `IN_MEMORY_BYTES` (read when the dataset is made).
 
   Parsing records in batches is what makes the cache fast (one `tf.io.parse_example` per
   batch instead of one op per line; docs/benchmarks.md); the task's
-  `preprocessors.chunk_token_runs` cuts the stream. Hosts are dealt lines, as the raw
+  `preprocessors.chunk_token_runs` cuts the stream. Data shards are dealt lines, as the raw
   text is (`pipeline._read_task`), so either gives one host the same stream.
   """
 
@@ -308,16 +308,17 @@ class TokenizedSource(seqio.DataSource):
       ids = tf.io.parse_example(serialized, spec)["targets"].flat_values
       return {"targets": tf.cast(ids, tf.int32)}
 
+    dealt = sources.dealt(split, self.num_input_examples(split), shard_info)
     if self._bytes[split] > IN_MEMORY_BYTES:
       records = tf.data.TFRecordDataset(self._files[split])
-      if shards > 1:
+      if dealt:
         records = records.shard(shards, shard_info.index)
       return records.batch(LINES_PER_READ).map(tokens)
     # A small language is read now, whole: a stream that repeats it would otherwise reopen
     # its files every few chunks. Read without tf.data, whose functions would be traced
     # again for each of a thousand languages.
     serialized = [r for f in self._files[split] for r in _tfrecords(f)]
-    if shards > 1:
+    if dealt:
       serialized = serialized[shard_info.index::shards]
     return tf.data.Dataset.from_tensors(tokens(tf.constant(serialized, tf.string,
                                                            [len(serialized)])))
