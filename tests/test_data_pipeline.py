@@ -190,8 +190,8 @@ def test_state_of_another_pipeline_graph_is_one_line(mixture):
   out = io.BytesIO()
   with zipfile.ZipFile(io.BytesIO(ours)) as a, zipfile.ZipFile(io.BytesIO(theirs)) as b, \
        zipfile.ZipFile(out, "w") as z:
-    z.writestr("identity.json", a.read("identity.json"))
-    z.writestr("replay.npz", a.read("replay.npz"))
+    for name in ("identity.json", "made.json", "replay.npz"):
+      z.writestr(name, a.read(name))
     for name in b.namelist():
       if name.startswith("tf/"):
         z.writestr(name, b.read(name))

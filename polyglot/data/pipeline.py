@@ -14,8 +14,9 @@ from shard `ShardInfo(index, num_shards)` (each language's files are dealt
 to shards, or its lines when it has fewer files than shards: `sources.dealt`;
 a training split with fewer lines than shards is read whole by each) -> language
 sampling at the mixture's rates -> a shuffle buffer of chunks ->
-`MlmFeatureConverter` (`<s> chunk </s>`, packing, masking) -> batches of
-`batch_size` rows. Fields: `input_ids, targets, loss_weights, segment_ids,
+`MlmFeatureConverter` (`<s> chunk </s>`, packing) -> batches of
+`batch_size` rows -> masking of the whole batch (`masking.mask_batch`, keyed by
+the shard's seed and the batch's index). Fields: `input_ids, targets, loss_weights, segment_ids,
 positions`, int32 [batch_size, length]. That is the "mlm" layout; a parallel
 mixture (translation pairs) is read as "tlm" rows (`preprocessors.tlm_rows`:
 the same fields, a pair per segment) or as "pairs" (`preprocessors.pair_rows`:
@@ -25,14 +26,14 @@ the same fields, a pair per segment) or as "pairs" (`preprocessors.pair_rows`:
 global batch is the same for any number of hosts.
 
 Determinism: every random choice is seeded from `shard_seed(seed, index)`
-(language sampling, shuffle, and stateless masking keyed by row index), and
+(language sampling, shuffle, and stateless masking keyed by batch index), and
 tf.data runs with deterministic ordering; so a seed fixes each shard's
 stream, and shards do not sample languages or masks in lockstep.
 
 Resume: the state is tf.data's own iterator checkpoint (`tf.train.Checkpoint`
 of the iterator: file offsets of every language, the shuffle buffer, rows the
 packer has made but not yet handed out, RNG states), plus any batches read
-ahead by `DeviceIterator`; a sharded iterator's state is one such state per
+ahead by `DeviceIterator`, and the count of batches made (the masking key); a sharded iterator's state is one such state per
 shard (`split_states`), so it can be dealt to another number of hosts.
 Restoring is a seek: its cost depends on the size of those buffers (a few MB
 at length 512), not on the step. The one exception is a `.gz` text file,
@@ -66,9 +67,9 @@ import jax
 import numpy as np
 
 from polyglot import _env
-from polyglot.data import mixtures, preprocessors, sources
+from polyglot.data import masking, mixtures, preprocessors, sources
 from polyglot.data import vocab as vocab_lib
-from polyglot.data.preprocessors import MlmConfig
+from polyglot.data.masking import MlmConfig
 from polyglot.errors import ConfigError, DataError
 
 tf = _env.import_tensorflow()
@@ -80,7 +81,7 @@ FIELDS = ("input_ids", "targets", "loss_weights", "segment_ids", "positions")
 FEATURES = ("mlm", "tlm", "pairs")
 PAIR_FIELDS = ("query_ids", "key_ids")
 SPLITS = ("train", "validation")
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2  # 2: batches masked after the pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,14 +164,14 @@ def _rows(ds: tf.data.Dataset, provider: seqio.Task | seqio.Mixture, cfg: Pipeli
     if "targets" not in features:
       raise DataError(f"{cfg.mixture!r} is a parallel mixture (features {sorted(features)}): "
                       "MLM reads monolingual text; use it with TLM or XLCo")
-    converter = preprocessors.MlmFeatureConverter(features["targets"].vocabulary, cfg.mlm, seed)
+    converter = preprocessors.MlmFeatureConverter(features["targets"].vocabulary)
     return converter(ds, {"targets": cfg.length})
   if "source" not in features:
     raise DataError(f"{cfg.mixture!r} is a monolingual mixture: {cfg.features.upper()} reads "
                     "translation pairs; register a parallel corpus (tasks/parallel.py)")
   vocabulary = features["source"].vocabulary
   if cfg.features == "tlm":
-    return preprocessors.tlm_rows(ds, vocabulary, cfg.mlm, seed, cfg.length)
+    return preprocessors.tlm_rows(ds, vocabulary, seed, cfg.length)
   return preprocessors.pair_rows(ds, vocabulary, seed, cfg.length)
 
 
@@ -231,6 +232,10 @@ class HostIterator:
     self._identity = {"format": _STATE_FORMAT, "config": stream, "shard": [shard_index, num_shards]}
     self._iterator = iter(build_dataset(cfg, shard_index, num_shards))
     self._replay: collections.deque[dict[str, np.ndarray]] = collections.deque()
+    self._seed = shard_seed(cfg.seed, shard_index)
+    self._made = 0  # batches read from the pipeline: the next one's masking key
+    vocabulary = next(iter(mixtures.get_provider(cfg.mixture).output_features.values())).vocabulary
+    self._mask_id, self._word_start = vocabulary.mask_id, vocabulary.word_start
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
@@ -238,8 +243,15 @@ class HostIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     if self._replay:
       return self._replay.popleft()
-    batch = {k: v.numpy() for k, v in next(self._iterator).items()}
-    return _fill_batch(batch, self.cfg.batch_size)
+    batch = _fill_batch({k: v.numpy() for k, v in next(self._iterator).items()},
+                        self.cfg.batch_size)
+    self._made += 1
+    if self.cfg.features == "pairs":
+      return batch
+    rng = masking.batch_rng(self._seed, self._made - 1)
+    input_ids, loss_weights = masking.mask_batch(batch["targets"], rng, mask_id=self._mask_id,
+                                                 word_start=self._word_start, cfg=self.cfg.mlm)
+    return {"input_ids": input_ids, "loss_weights": loss_weights, **batch}
 
   def get_state(self) -> bytes:
     """The position after the last batch returned, as bytes for a checkpoint."""
@@ -251,6 +263,7 @@ class HostIterator:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
       z.writestr("identity.json", json.dumps(self._identity, sort_keys=True))
+      z.writestr("made.json", json.dumps(self._made))
       for name, data in _tf_checkpoint(self._iterator).items():
         z.writestr(f"tf/{name}", data)
       arrays = {f"{i}/{k}": v for i, batch in enumerate(replay) for k, v in batch.items()}
@@ -264,6 +277,7 @@ class HostIterator:
     try:
       with zipfile.ZipFile(io.BytesIO(state)) as z:
         identity = json.loads(z.read("identity.json"))
+        made = json.loads(z.read("made.json"))
         files = {n[3:]: z.read(n) for n in z.namelist() if n.startswith("tf/")}
         arrays = np.load(io.BytesIO(z.read("replay.npz")))
         replay: dict[int, dict[str, np.ndarray]] = {}
@@ -277,6 +291,7 @@ class HostIterator:
       raise DataError(f"data iterator state was saved for {identity}, not {self._identity}: "
                       "restore with the settings it was saved with")
     _tf_restore(self._iterator, files)
+    self._made = made
     self._replay = collections.deque(replay[i] for i in sorted(replay))
 
 

@@ -13,58 +13,24 @@ Shapes: l = sequence length, c = l - 2 (stream tokens per sequence).
    samples streams of text (section 3.1). A training stream repeats forever, so every training chunk is full; a finite stream
    (validation) ends in one shorter chunk.
 2. `MlmFeatureConverter` (after mixing): frames each chunk as
-   `<s> chunk </s>`, packs sequences into rows with seqio's packer
+   `<s> chunk </s>` and packs sequences into rows with seqio's packer
    (`segment_ids` 1.. per sequence, 0 on padding; `positions` restart at 0
-   in each), then masks as BERT (section 3.1) and XLM-R do: each token that
-   is not special (`<s> <pad> </s> <unk>`) is selected with probability
-   `mask_rate`; a selected token becomes `<mask>` with probability
-   `mask_token_rate`, a random piece with `random_token_rate`, else stays;
-   `loss_weights` is 1 on every selected token (seqio's
-   EncoderFeatureConverter weights only `<mask>` positions, which drops the
-   random and kept 20%).
-   Selection is a Bernoulli draw per token (per word with `whole_word`), as
-   in Hugging Face's DataCollatorForLanguageModeling: the share is
-   `mask_rate` in expectation, not exactly per row. Words are SentencePiece
-   words (`▁`-delimited): in scripts written without spaces (Chinese, Thai)
-   one can span a clause.
-
-Randomness is stateless: the draws for row i come from (seed, i), so a row's
-masking does not depend on how the pipeline was resumed.
+   in each). The pipeline masks whole batches of rows afterwards
+   (`polyglot.data.masking`).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Mapping
 
 from polyglot import _env
 from polyglot.data import sources
 from polyglot.data import vocab as vocab_lib
+from polyglot.data.masking import MlmConfig  # noqa: F401  (a stream's setting, re-exported)
 from polyglot.errors import ConfigError
 
 tf = _env.import_tensorflow()
 import seqio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-@dataclasses.dataclass(frozen=True)
-class MlmConfig:
-  """Masked-LM corruption (BERT section 3.1; XLM-R uses the same 15% and 80/10/10)."""
-  mask_rate: float = 0.15
-  mask_token_rate: float = 0.8
-  random_token_rate: float = 0.1
-  whole_word: bool = False  # select whole words (a `▁` piece and its continuations)
-
-  def __post_init__(self):
-    c = "MlmConfig"
-    for name in ("mask_rate", "mask_token_rate", "random_token_rate"):
-      value = getattr(self, name)
-      if not 0 <= value <= 1:
-        raise ConfigError(f"{c}.{name}={value} is invalid: use a rate in [0, 1]")
-    if self.mask_rate == 0:
-      raise ConfigError(f"{c}.mask_rate=0 is invalid: use a rate in (0, 1] (0.15 in BERT)")
-    if self.mask_token_rate + self.random_token_rate > 1:
-      raise ConfigError(f"{c}.random_token_rate={self.random_token_rate} is invalid: "
-                        f"mask_token_rate + random_token_rate must be <= 1")
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,30 +132,9 @@ TEXT_PREPROCESSORS = (tokenize_lines, seqio.CacheDatasetPlaceholder(), chunk_str
 CACHED_TEXT_PREPROCESSORS = (chunk_token_runs,)
 
 
-def mask_tokens(targets: tf.Tensor, seed: tf.Tensor, *, mask_id: int, word_start: tf.Tensor,
-                cfg: MlmConfig) -> tuple[tf.Tensor, tf.Tensor]:
-  """targets [l] -> (input_ids [l], loss_weights [l]); `seed` is a stateless seed [2]."""
-  select_seed, action_seed, token_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 3))
-  shape = tf.shape(targets)
-  candidate = (targets >= vocab_lib.FIRST_PIECE_ID) & (targets != mask_id)
-  draw = tf.random.stateless_uniform(shape, select_seed)
-  if cfg.whole_word:
-    # A unit is a word-start piece and the pieces after it; specials split units.
-    starts = tf.gather(word_start, targets) | ~candidate
-    draw = tf.gather(draw, tf.cumsum(tf.cast(starts, tf.int32)) - 1)
-  selected = candidate & (draw < cfg.mask_rate)
-  action = tf.random.stateless_uniform(shape, action_seed)
-  to_mask = selected & (action < cfg.mask_token_rate)
-  to_random = selected & ~to_mask & (action < cfg.mask_token_rate + cfg.random_token_rate)
-  random_ids = tf.random.stateless_uniform(shape, token_seed, vocab_lib.FIRST_PIECE_ID, mask_id,
-                                           dtype=tf.int32)
-  input_ids = tf.where(to_mask, mask_id, tf.where(to_random, random_ids, targets))
-  return input_ids, tf.cast(selected, tf.int32)
-
-
 class MlmFeatureConverter(seqio.FeatureConverter):
-  """Task `targets` chunks -> framed, packed, masked rows with the DESIGN.md batch fields.
+  """Task `targets` chunks -> framed, packed rows: `targets, segment_ids, positions`
+  (the pipeline masks them: `polyglot.data.masking`).
 
   Each chunk becomes a sequence `<s> chunk </s>`, so `task_feature_lengths`
   is the row length and tasks cut chunks of at most that minus 2.
@@ -200,23 +145,16 @@ class MlmFeatureConverter(seqio.FeatureConverter):
   """
 
   TASK_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
-  MODEL_FEATURES = {
-      "input_ids": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-      "targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-      "loss_weights": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-  }
+  MODEL_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
   PACKING_FEATURE_DTYPES = {"segment_ids": tf.int32, "positions": tf.int32}
 
-  def __init__(self, vocabulary: vocab_lib.Vocabulary, mlm: MlmConfig, seed: int):
+  def __init__(self, vocabulary: vocab_lib.Vocabulary):
     super().__init__(pack=True)
     self._vocab = vocabulary
-    self._mlm = mlm
-    self._seed = seed
 
   def _convert_features(self, ds: tf.data.Dataset,
                         task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
     vocab = self._vocab
-    pad = vocab.pad_id
 
     def frame(ex):  # [<= l - 2] -> [<= l], shifted for the packer
       return {"targets": tf.concat([[vocab.bos_id], ex["targets"], [vocab.eos_id]], 0) + 1}
@@ -232,26 +170,18 @@ class MlmFeatureConverter(seqio.FeatureConverter):
     else:
       ds = ds.map(frame, num_parallel_calls=tf.data.AUTOTUNE)
       ds = self._pack_or_pad(ds, task_feature_lengths)
-    with tf.init_scope():
-      word_start = tf.constant(self._vocab.word_start)
-    mask_id = self._vocab.mask_id
 
-    def convert(index, ex):
+    def convert(ex):
       segment_ids = ex["targets_segment_ids"]
-      targets = tf.where(segment_ids > 0, ex["targets"] - 1, pad)
-      seed = tf.stack([tf.constant(self._seed, tf.int64), index])
-      input_ids, loss_weights = mask_tokens(targets, seed, mask_id=mask_id,
-                                            word_start=word_start, cfg=self._mlm)
-      return {"input_ids": input_ids, "targets": targets, "loss_weights": loss_weights,
+      return {"targets": tf.where(segment_ids > 0, ex["targets"] - 1, vocab.pad_id),
               "segment_ids": segment_ids, "positions": ex["targets_positions"]}
 
-    return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
   def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
                                 ) -> Mapping[str, int]:
     length = task_feature_lengths["targets"]  # framed chunks: `<s>` + l - 2 tokens + `</s>`
-    return {k: length for k in ("input_ids", "targets", "loss_weights", "segment_ids",
-                                "positions")}
+    return {k: length for k in ("targets", "segment_ids", "positions")}
 
 
 def _swap_pair(ex: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -269,15 +199,15 @@ def _fit_pair(x: tf.Tensor, y: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Te
   return x[:keep_x], y[:tf.minimum(ny, budget - keep_x)]
 
 
-def tlm_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, mlm: MlmConfig, seed: int,
+def tlm_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, seed: int,
              length: int) -> tf.data.Dataset:
-  """Pairs {"source", "target"} -> packed, masked TLM rows with the "mlm" fields.
+  """Pairs {"source", "target"} -> packed TLM rows: `targets, segment_ids, positions`.
 
   Each pair becomes `<s> x </s></s> y </s>` (at most `length` tokens, sides cut
   by `_fit_pair`), positions restarting at the second `</s>`, so `y` is
   numbered like `x` (XLM resets positions for the target sentence). Pairs are
-  packed into rows as MLM sequences are, each pair its own segment, then
-  masked by `mask_tokens` on both sides.
+  packed into rows as MLM sequences are, each pair its own segment; the
+  pipeline masks both sides (`polyglot.data.masking`).
   """
   bos, eos, pad = vocab.bos_id, vocab.eos_id, vocab.pad_id
 
@@ -291,20 +221,14 @@ def tlm_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, mlm: MlmConfig, s
 
   ds = ds.enumerate().map(frame, num_parallel_calls=tf.data.AUTOTUNE)
   ds = seqio.utils.trim_and_pack_dataset(ds, {"targets": length, "positions": length})
-  with tf.init_scope():
-    word_start = tf.constant(vocab.word_start)
 
-  def convert(index, ex):
+  def convert(ex):
     segment_ids = ex["targets_segment_ids"]
-    targets = tf.where(segment_ids > 0, ex["targets"] - 1, pad)
-    positions = tf.where(segment_ids > 0, ex["positions"] - 1, 0)
-    input_ids, loss_weights = mask_tokens(
-        targets, tf.stack([tf.constant(seed, tf.int64), index]), mask_id=vocab.mask_id,
-        word_start=word_start, cfg=mlm)
-    return {"input_ids": input_ids, "targets": targets, "loss_weights": loss_weights,
-            "segment_ids": segment_ids, "positions": positions}
+    return {"targets": tf.where(segment_ids > 0, ex["targets"] - 1, pad),
+            "segment_ids": segment_ids,
+            "positions": tf.where(segment_ids > 0, ex["positions"] - 1, 0)}
 
-  return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def pair_rows(ds: tf.data.Dataset, vocab: vocab_lib.Vocabulary, seed: int,
