@@ -39,8 +39,8 @@ class XlmrSentencePiece:
     return self._ids(self.sp.encode(text))
 
   def encode_offsets(self, text):
-    pieces = list(self.sp.encode_as_immutable_proto(text).pieces)  # character offsets
-    return self._ids(p.id for p in pieces), [(p.begin, p.end) for p in pieces]
+    proto = self.sp.encode_as_immutable_proto(text)  # pieces point into it: keep it alive
+    return self._ids(p.id for p in proto.pieces), [(p.begin, p.end) for p in proto.pieces]
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,10 @@ class SentencePieceTokenizer:
     return tuple(self._xlmr_ids(self.sp.encode(text)))
 
   def _encode_offsets(self, text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    pieces = self.sp.encode_as_immutable_proto(text).pieces  # begin/end: characters
-    return tuple(self._xlmr_ids(p.id for p in pieces)), tuple((p.begin, p.end) for p in pieces)
+    # begin/end are characters. A piece points into its proto (no reference): keep it alive.
+    proto = self.sp.encode_as_immutable_proto(text)
+    return (tuple(self._xlmr_ids(p.id for p in proto.pieces)),
+            tuple((p.begin, p.end) for p in proto.pieces))
 
   def encode_pieces(self, text: str) -> list[int]:
     """XLM-R ids of `text`'s pieces, no special tokens."""
