@@ -1,5 +1,7 @@
-"""Tokenized corpora: the Beam job's cache gives the raw pipeline's batches, bit for bit;
-a cache that is partial, stale or of another vocabulary is refused in one line."""
+"""Tokenized corpora: the Beam job's cache gives each language the raw pipeline's chunks in
+the raw order at the mixture's rates (training, `polyglot.data.streams`) and the raw
+batches bit for bit (validation); a cache that is partial, stale or of another vocabulary
+is refused in one line."""
 import gzip
 import json
 import pathlib
@@ -95,35 +97,117 @@ def test_cache_has_seqio_layout_and_sizes(cached):
   assert theirs == ours and len(ours) > 1
 
 
+def _raw_chunks(language: str, count: int, shard_index: int, num_shards: int) -> list[tuple]:
+  """The first `count` training chunks (c = 22) of `language`'s raw text read by a shard:
+  tf.data's tokenizing and chunking of the text, the reference."""
+  cfg = pipeline.PipelineConfig("tok_raw", length=24, batch_size=1)
+  task = seqio.get_mixture_or_task(f"tok_raw.{language}")
+  ds = pipeline._read_task(task, cfg, seqio.ShardInfo(shard_index, num_shards))  # pylint: disable=protected-access
+  return [tuple(x["targets"]) for x in ds.take(count).as_numpy_iterator()]
+
+
+def _languages_of(batches, shard_index: int, num_shards: int) -> dict[str, list[tuple]]:
+  """Each language's chunks in the rows of `batches`, in row order (a row's language: the
+  one whose raw chunks hold its text)."""
+  rows = [tuple(r[1:-1]) for b in batches for r in b["targets"]]
+  raw = {k: set(_raw_chunks(k, len(rows), shard_index, num_shards)) for k in LANGUAGES}
+  out = {k: [] for k in LANGUAGES}
+  for row in rows:
+    (language,) = [k for k in LANGUAGES if row in raw[k]]
+    out[language].append(row)
+  return out
+
+
+LANGUAGES = ("cmn_Hans", "eng_Latn", "swh_Latn")
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (1, 2), (11, 12)])
+def test_cached_training_gives_each_language_its_raw_chunks_in_order_at_the_rates(cached, shard):
+  """Shard 11 of 12 is dealt lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
+  index, count = shard
+  batches = _batches("tok_cached", 40, batch_size=50, shuffle_buffer=0, shard_index=index,
+                     num_shards=count)
+  for b in batches:
+    assert (b["targets"][:, 0] == 0).all() and (b["targets"][:, -1] == 2).all()
+    assert (b["segment_ids"] == 1).all() and (b["positions"] == np.arange(24)).all()
+  taken = _languages_of(batches, index, count)
+  mixture = seqio.get_mixture_or_task("tok_cached")
+  for language, chunks in taken.items():
+    assert chunks == _raw_chunks(language, len(chunks), index, count), language
+    rate = mixture.get_rate(seqio.get_mixture_or_task(f"tok_cached.{language}"))
+    rate /= sum(mixture.get_rate(t) for t in mixture.tasks)
+    sigma = (2000 * rate * (1 - rate)) ** 0.5
+    assert abs(len(chunks) - 2000 * rate) < 4 * sigma, (language, len(chunks), rate)
+  raw = seqio.get_mixture_or_task("tok_raw")
+  assert ({t.name.split(".")[1]: mixture.get_rate(t) for t in mixture.tasks}
+          == {t.name.split(".")[1]: raw.get_rate(t) for t in raw.tasks})
+
+
+def test_cached_training_shuffles_each_window_of_a_language(cached):
+  """With a window of 8 chunks, a language's chunks come out window by window, each window
+  in a shuffled order of the raw one's chunks."""
+  batches = _batches("tok_cached", 40, batch_size=50, shuffle_buffer=8)
+  shuffled = 0
+  for language, chunks in _languages_of(batches, 0, 1).items():
+    raw = _raw_chunks(language, len(chunks), 0, 1)
+    for w in range(0, len(chunks) // 8 * 8, 8):
+      assert sorted(chunks[w:w + 8]) == sorted(raw[w:w + 8]), (language, w)
+      shuffled += chunks[w:w + 8] != raw[w:w + 8]
+  assert shuffled > 100
+
+
 @pytest.mark.parametrize("in_memory", [True, False], ids=["read_whole", "streamed"])
-@pytest.mark.parametrize("kwargs", [{}, {"split": "validation"},
-                                    {"shard_index": 1, "num_shards": 2},
-                                    {"shard_index": 11, "num_shards": 12}])
-def test_cached_batches_equal_raw_batches(cached, kwargs, in_memory, monkeypatch):
-  """Languages read whole at build time (small ones) or streamed a batch of lines at a time;
-  whole rows built without seqio's packer (every cached chunk is full) against the packer's;
-  shard 11 of 12 is dealt lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
+@pytest.mark.parametrize("kwargs", [{}, {"shard_index": 1, "num_shards": 2}])
+def test_cached_validation_batches_equal_raw_batches(cached, kwargs, in_memory, monkeypatch):
+  """Languages read whole at build time (small ones) or streamed a batch of lines at a time."""
   if not in_memory:
     monkeypatch.setattr(tokenized, "IN_MEMORY_BYTES", 0)
-  n = None if kwargs.get("split") == "validation" else 12
-  _assert_same(_batches("tok_cached", n, **kwargs), _batches("tok_raw", n, **kwargs))
-  rates = {t.name.split(".")[1]: m.get_rate(t) for m in [seqio.get_mixture_or_task("tok_cached")]
-           for t in m.tasks}
-  raw = seqio.get_mixture_or_task("tok_raw")
-  assert rates == {t.name.split(".")[1]: raw.get_rate(t) for t in raw.tasks}
+  kwargs = {"split": "validation", **kwargs}
+  _assert_same(_batches("tok_cached", None, **kwargs), _batches("tok_raw", None, **kwargs))
 
 
 def test_resume_from_the_cache_is_bit_identical(cached):
+  """Also with other thread counts, and from a state that hands back batches read ahead;
+  the state is the batch count and a counter per language."""
   it = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=3, shard_index=0,
-                              num_shards=1)
+                              num_shards=1, num_threads=1)
   for _ in range(5):
     next(it)
   state = it.get_state()
+  assert len(state) < 1024
   expected = [next(it) for _ in range(4)]
-  again = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=3, shard_index=0,
+  assert len(it.state_with(tuple(expected[2:]))) < 1024
+  rewound = it.state_with(tuple(expected[2:]))
+  for threads, start, want in ((2, state, expected), (1, rewound, expected[2:])):
+    again = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=3,
+                                   shard_index=0, num_shards=1, num_threads=threads)
+    again.set_state(start)
+    _assert_same([next(again) for _ in range(len(want))], want)
+
+
+def test_a_raw_pipeline_state_is_refused_by_the_cached_stream(cached):
+  raw = pipeline.make_iterator("tok_raw", length=24, batch_size=6, shard_index=0, num_shards=1)
+  next(raw)
+  it = pipeline.make_iterator("tok_cached", length=24, batch_size=6, shard_index=0, num_shards=1)
+  with pytest.raises(DataError, match="not a tokenized-stream state"):
+    it.set_state(raw.get_state())
+  other = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=9, shard_index=0,
                                  num_shards=1)
-  again.set_state(state)
-  _assert_same([next(again) for _ in range(4)], expected)
+  with pytest.raises(DataError, match="restore with the settings it was saved with"):
+    it.set_state(other.get_state())
+
+
+def test_token_streams_are_written_once_and_rewritten_when_damaged(cached, tmp_path,
+                                                                   monkeypatch):
+  monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path))
+  first = _batches("tok_cached", 3)
+  (tokens,) = (tmp_path / "streams").glob("*.int32")
+  written = tokens.stat().st_mtime_ns
+  _assert_same(_batches("tok_cached", 3), first)
+  assert tokens.stat().st_mtime_ns == written  # memory-mapped again, not rewritten
+  tokens.write_bytes(tokens.read_bytes()[:-4])
+  _assert_same(_batches("tok_cached", 3), first)
+  assert len(list((tmp_path / "streams").iterdir())) == 2
 
 
 def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
@@ -166,14 +250,13 @@ def test_writing_again_finishes_a_partial_cache(cached, tmp_path):
   assert {p.task for p in parts} == {"tok_raw.cmn_Hans"}
   assert tokenized.write("tok_raw", str(out), part_bytes=2048) == cached[1]
   tasks.register_tokenized(out, name="tok_rewritten")
-  _assert_same(_batches("tok_rewritten", 3), _batches("tok_raw", 3))
+  _assert_same(_batches("tok_rewritten", 3), _batches("tok_cached", 3))
 
 
 @pytest.mark.skipif(not UDHR.is_dir(), reason=f"shared UDHR corpus not at {UDHR}")
 def test_udhr_corpus_cached_by_the_beam_job_holds_every_line(tmp_path, vocab):
   """The 390-language UDHR corpus through the DirectRunner: every task's records are its
-  raw lines, tokenized, in order, and the cached mixture samples at the raw rates (batches
-  from a cache equal the raw ones above, and in tests/test_commands.py)."""
+  raw lines, tokenized, in order, and the cached mixture samples at the raw rates."""
   raw = tasks.register_text_directory(UDHR, name="udhr_raw")
   tokenized.write("udhr_raw", str(tmp_path / "udhr"))
   cached = tasks.register_tokenized(tmp_path / "udhr", name="udhr_cached")

@@ -12,7 +12,7 @@ words (`▁`-delimited): in scripts written without spaces (Chinese, Thai) one
 can span a clause.
 
 Randomness is stateless: batch `index` of a stream seeded `seed` draws from
-Philox keyed by both, so its masks depend neither on how the stream was
+PCG64DXSM seeded with both, so its masks depend neither on how the stream was
 resumed nor on which thread or process masks it.
 
 Masking is applied to whole batches after the input pipeline (`pipeline`), the
@@ -23,6 +23,7 @@ own state holds no random state for it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -52,27 +53,50 @@ class MlmConfig:
 
 
 def batch_rng(seed: int, index: int) -> np.random.Generator:
-  """The generator of batch `index` of the stream seeded `seed` (both below 2**64)."""
-  return np.random.Generator(np.random.Philox(key=(seed << 64) | index))
+  """The generator of batch `index` of the stream seeded `seed` (both >= 0)."""
+  return np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence([seed, index])))
 
 
-def mask_batch(targets: np.ndarray, rng: np.random.Generator, *, mask_id: int,
-               word_start: np.ndarray, cfg: MlmConfig) -> tuple[np.ndarray, np.ndarray]:
-  """targets int32 [b, l] -> (input_ids int32 [b, l], loss_weights int32 [b, l]).
+_LOW = np.uint64(0xFFFFFFFF)
 
+
+def _threshold(rate: float) -> int:
+  """`rate` as a bound on 32 random bits: P(bits < threshold) = rate."""
+  return round(rate * 2**32)
+
+
+def mask_batch(targets: np.ndarray, rng: np.random.Generator | Sequence[np.random.Generator],
+               *, mask_id: int, word_start: np.ndarray, cfg: MlmConfig
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """targets int32 [n, l] -> (input_ids int32 [n, l], loss_weights int32 [n, l]).
+
+  `rng`: one generator, or one per batch when `targets` holds several batches of equal
+  size (each batch masked as on its own, in one pass). Each batch's generator gives 64
+  random bits per token: 32 select it, 32 choose its action and random id.
   `word_start` [vocab size] bool marks the pieces that begin a word (`Vocabulary.word_start`).
   """
+  rngs = [rng] if isinstance(rng, np.random.Generator) else list(rng)
+  if targets.shape[0] % len(rngs):
+    raise ValueError(f"{targets.shape[0]} rows do not split into {len(rngs)} equal batches")
+  rows = targets.shape[0] // len(rngs)
+  bits = np.concatenate([g.bit_generator.random_raw((rows, targets.shape[1])) for g in rngs])
+  draw, action = bits & _LOW, bits >> np.uint64(32)
   candidate = (targets >= vocab_lib.FIRST_PIECE_ID) & (targets != mask_id)
-  draw = rng.random(targets.shape, np.float32)
   if cfg.whole_word:
     # A unit is a word-start piece and the pieces after it; specials split units. Every row
     # begins with a special (`<s>`, or `<pad>` in a padding row), so units stay in their row.
     starts = word_start[targets] | ~candidate
     draw = draw.ravel()[np.cumsum(starts.ravel()) - 1].reshape(targets.shape)
-  selected = candidate & (draw < cfg.mask_rate)
-  action = rng.random(targets.shape, np.float32)
-  to_mask = selected & (action < cfg.mask_token_rate)
-  to_random = selected & ~to_mask & (action < cfg.mask_token_rate + cfg.random_token_rate)
-  random_ids = rng.integers(vocab_lib.FIRST_PIECE_ID, mask_id, targets.shape, np.int32)
+  selected = candidate & (draw < _threshold(cfg.mask_rate))
+  mask_below = _threshold(cfg.mask_token_rate)
+  random_below = _threshold(cfg.mask_token_rate + cfg.random_token_rate)
+  to_mask = selected & (action < mask_below)
+  to_random = selected & ~to_mask & (action < random_below)
+  # Given `to_random`, `action` is uniform on [mask_below, random_below): scaled to the
+  # pieces, it is the random id (each piece's chance within 1/(span/pieces), 0.06% at 10%).
+  pieces = mask_id - vocab_lib.FIRST_PIECE_ID
+  scale = np.uint64((pieces << 32) // max(1, random_below - mask_below))
+  random_ids = (((action - mask_below) * scale) >> np.uint64(32)).astype(np.int32)
+  random_ids += vocab_lib.FIRST_PIECE_ID
   input_ids = np.where(to_mask, np.int32(mask_id), np.where(to_random, random_ids, targets))
   return input_ids.astype(np.int32), selected.astype(np.int32)

@@ -67,7 +67,7 @@ import jax
 import numpy as np
 
 from polyglot import _env
-from polyglot.data import masking, mixtures, preprocessors, sources
+from polyglot.data import masking, mixtures, preprocessors, sources, streams, tokenized
 from polyglot.data import vocab as vocab_lib
 from polyglot.data.masking import MlmConfig
 from polyglot.errors import ConfigError, DataError
@@ -217,6 +217,15 @@ def _tf_restore(iterator, files: dict[str, bytes]) -> None:
                       ) from None
 
 
+def _identity(cfg: PipelineConfig, shard_index: int, num_shards: int) -> dict:
+  """What a shard's iterator state must have been saved with."""
+  stream = dataclasses.asdict(cfg)
+  del stream["num_threads"]  # changes the speed, not the stream
+  if cfg.features == "mlm":  # as states were saved before there were other layouts
+    del stream["features"]
+  return {"format": _STATE_FORMAT, "config": stream, "shard": [shard_index, num_shards]}
+
+
 class HostIterator:
   """This host's batches as numpy, with `get_state`/`set_state` for exact resume."""
 
@@ -225,17 +234,17 @@ class HostIterator:
       raise ConfigError(f"shard_index={shard_index} is invalid for num_shards={num_shards}: "
                         "use 0 <= shard_index < num_shards")
     self.cfg = cfg
-    stream = dataclasses.asdict(cfg)
-    del stream["num_threads"]  # changes the speed, not the stream
-    if cfg.features == "mlm":  # as states were saved before there were other layouts
-      del stream["features"]
-    self._identity = {"format": _STATE_FORMAT, "config": stream, "shard": [shard_index, num_shards]}
+    self._identity = _identity(cfg, shard_index, num_shards)
     self._iterator = iter(build_dataset(cfg, shard_index, num_shards))
     self._replay: collections.deque[dict[str, np.ndarray]] = collections.deque()
     self._seed = shard_seed(cfg.seed, shard_index)
     self._made = 0  # batches read from the pipeline: the next one's masking key
     vocabulary = next(iter(mixtures.get_provider(cfg.mixture).output_features.values())).vocabulary
     self._mask_id, self._word_start = vocabulary.mask_id, vocabulary.word_start
+
+  @property
+  def batch_size(self) -> int:
+    return self.cfg.batch_size
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
@@ -309,7 +318,7 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
                   shard_index: int | None = None, num_shards: int | None = None,
                   split: str = "train", mlm: MlmConfig = MlmConfig(),
                   shuffle_buffer: int = 512, num_threads: int | None = None,
-                  features: str = "mlm") -> HostIterator:
+                  features: str = "mlm") -> HostIterator | streams.StreamIterator:
   """This host's iterator over `mixture_or_task_name`; `batch_size` rows per host.
 
   `shard_index`/`num_shards` default to this JAX process and the process count.
@@ -319,7 +328,33 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
                        num_threads=num_threads, features=features)
   shard_index = jax.process_index() if shard_index is None else shard_index
   num_shards = jax.process_count() if num_shards is None else num_shards
+  if not 0 <= shard_index < num_shards:
+    raise ConfigError(f"shard_index={shard_index} is invalid for num_shards={num_shards}: "
+                      "use 0 <= shard_index < num_shards")
+  stream = _token_stream(cfg, shard_index, num_shards)
+  if stream is not None:
+    return streams.StreamIterator(stream, _identity(cfg, shard_index, num_shards),
+                                  cfg.num_threads)
   return HostIterator(cfg, shard_index, num_shards)
+
+
+def _token_stream(cfg: PipelineConfig, shard_index: int, num_shards: int
+                  ) -> streams.Stream | None:
+  """The stream of MLM training batches of a mixture read wholly from tokenized caches
+  (`polyglot.data.streams`); None for anything else (tf.data reads it)."""
+  provider = mixtures.get_provider(cfg.mixture)
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  tasks = [t for t in tasks if cfg.split in t.splits]
+  if (cfg.split != "train" or cfg.features != "mlm" or not tasks
+      or not all(isinstance(t.source, tokenized.TokenizedSource) for t in tasks)):
+    return None
+  rates = np.array([provider.get_rate(t) if isinstance(provider, seqio.Mixture) else 1.0
+                    for t in tasks], np.float64)
+  corpus = tokenized.load_corpus(tasks, cfg.split, seqio.ShardInfo(shard_index, num_shards))
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  return streams.Stream(corpus, rates / rates.sum(), cfg.length, cfg.batch_size,
+                        shard_seed(cfg.seed, shard_index), cfg.shuffle_buffer, cfg.mlm,
+                        vocabulary.mask_id, vocabulary.word_start)
 
 
 class ShardedIterator:
@@ -342,7 +377,7 @@ class ShardedIterator:
 
   def _split(self, batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """A concatenated batch -> the batches of each shard."""
-    ends = np.cumsum([p.cfg.batch_size for p in self.parts])[:-1]
+    ends = np.cumsum([p.batch_size for p in self.parts])[:-1]
     pieces = {k: np.split(v, ends) for k, v in batch.items()}
     return [{k: v[i] for k, v in pieces.items()} for i in range(len(self.parts))]
 

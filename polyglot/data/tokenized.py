@@ -43,8 +43,10 @@ import struct
 import tempfile
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from polyglot import _env, paths
-from polyglot.data import mixtures, preprocessors, sources
+from polyglot.data import cache, mixtures, preprocessors, sources, streams
 from polyglot.data import vocab as vocab_lib
 from polyglot.errors import ConfigError, DataError
 
@@ -325,6 +327,50 @@ class TokenizedSource(seqio.DataSource):
 
   def __str__(self) -> str:
     return f"TokenizedSource({self.task_dir})"
+
+
+def _dealt_tokens(source: TokenizedSource, split: str,
+                  shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
+  """The tokens of the lines of `split` that `shard` is dealt, int32, in parts."""
+  serialized = [r for f in source._files[split] for r in _tfrecords(f)]  # pylint: disable=protected-access
+  if sources.dealt(split, len(serialized), shard):
+    serialized = serialized[shard.index::shard.num_shards]
+  spec = {"targets": tf.io.RaggedFeature(tf.int64)}
+  for i in range(0, len(serialized), 1 << 16):
+    ids = tf.io.parse_example(serialized[i:i + (1 << 16)], spec)["targets"].flat_values
+    yield ids.numpy().astype(np.int32)
+
+
+def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
+                ) -> streams.Corpus:
+  """The tokens of `tasks` (read from their caches) that data shard `shard` is dealt, one
+  stream per task: one flat int32 file in the local cache (`$POLYGLOT_CACHE/streams`),
+  written on first use and memory-mapped (a cache on a bucket is read once per host)."""
+  key = _sha256(json.dumps([FORMAT, split, shard.index, shard.num_shards, [
+      [t.name, t.source.task_dir, t.source._files[split], t.source._bytes[split],  # pylint: disable=protected-access
+       t.source.num_input_examples(split)] for t in tasks]]).encode())[:32]
+  directory = cache.cache_dir("streams")
+  tokens_path, index_path = directory / f"{key}.int32", directory / f"{key}.json"
+  offsets = _read_json(index_path)
+  if offsets is None or not tokens_path.exists() or tokens_path.stat().st_size != 4 * offsets[-1]:
+    offsets, total = [0], 0
+    partial = directory / f"{key}.int32.{os.getpid()}.partial"
+    try:
+      with open(partial, "wb") as f:
+        for task in tasks:
+          for part in _dealt_tokens(task.source, split, shard):
+            f.write(part.tobytes())
+            total += len(part)
+          offsets.append(total)
+      os.replace(partial, tokens_path)
+      paths.write_text(index_path, json.dumps(offsets))
+    except OSError as e:
+      partial.unlink(missing_ok=True)
+      raise DataError(f"cannot write the token streams of data shard {shard.index} to "
+                      f"{directory} ({e.strerror}): free space there, or set "
+                      f"${cache.CACHE_ENV} to a local disk with room") from None
+  tokens = (np.memmap(tokens_path, np.int32, "r") if offsets[-1] else np.zeros(0, np.int32))
+  return streams.Corpus(tokens, np.asarray(offsets, np.int64), tuple(t.name for t in tasks))
 
 
 def describe(path: str) -> dict[str, Any]:
