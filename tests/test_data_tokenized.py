@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from polyglot import paths
-from polyglot.data import pipeline, preprocessors, sources, tokenized
+from polyglot.data import pipeline, preprocessors, sources, streams, tokenized
 from polyglot.errors import DataError
 import seqio
 import tasks
@@ -183,6 +183,23 @@ def test_resume_from_the_cache_is_bit_identical(cached):
                                    shard_index=0, num_shards=1, num_threads=threads)
     again.set_state(start)
     _assert_same([next(again) for _ in range(len(want))], want)
+
+
+def test_worker_processes_end_with_the_iterator_and_a_dead_one_is_one_line(cached,
+                                                                            monkeypatch):
+  monkeypatch.setattr(streams, "BLOCK_TOKENS", 6 * 24 * 2)  # blocks of 2 batches
+  shared = set(pathlib.Path("/dev/shm").glob("polyglot-streams-*"))
+  it = pipeline.make_iterator("tok_cached", length=24, batch_size=6, shard_index=0,
+                              num_shards=1, num_threads=2)
+  next(it)
+  assert set(pathlib.Path("/dev/shm").glob("polyglot-streams-*")) == shared  # unlinked
+  procs = [w._proc for w in it._workers]  # pylint: disable=protected-access
+  procs[1].kill()
+  with pytest.raises(DataError, match=r"a data worker process exited \(code -9"):
+    for _ in range(20):
+      next(it)
+  it.close()
+  assert all(p.poll() is not None for p in procs)
 
 
 def test_a_raw_pipeline_state_is_refused_by_the_cached_stream(cached):

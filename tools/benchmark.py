@@ -61,6 +61,8 @@ def measure_data(args) -> dict:
   mixture = args.mixture
   if args.tokenized:  # read from the cache, registered from it alone (no text)
     mixture = tasks.register_tokenized(args.tokenized).name
+  elif args.text_dir:
+    mixture = tasks.register_text_directory(args.text_dir).name
   it = pipeline.make_iterator(mixture, length=args.length, batch_size=args.batch_size,
                               seed=0, shard_index=0, num_shards=1, num_threads=args.cores)
   built = time.perf_counter()
@@ -81,6 +83,45 @@ def measure_data(args) -> dict:
           "tokens_per_s": round(tokens / seconds)}
 
 
+def split_corpus(source: str, count: int, output_dir: str) -> list[str]:
+  """A text directory of `count` languages made from the one at `source` (F files): file f
+  is dealt into `parts` = ceil(count / F) + 1 parts by line (part k: lines k, k + parts, ..),
+  and the parts are taken part by part, file by file, skipping parts of fewer than 8 lines;
+  a part keeps its file's tag unless that is taken, then its code gets the first free
+  private-use script `Qaab`, `Qaac`, .. (the names say they are made up). -> the names."""
+  from polyglot.data import languages, sources  # pylint: disable=g-import-not-at-top
+  files = list(sources.discover_text_files(source).items())
+  parts = -(-count // len(files)) + 1
+  if parts > 12:
+    raise SystemExit(f"error: --languages={count} is too many for the {len(files)} files of "
+                     f"{source}: use at most {11 * len(files)}")
+  out = pathlib.Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  names = []
+  for part in range(parts):
+    for language, path in files:
+      lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+      lines = lines[part::parts]
+      if len(lines) < 8 or len(names) == count:
+        continue
+      code, k = languages.resolve(language).code, 0
+      name = language
+      while name in names:  # a language written in several scripts has several files
+        k += 1
+        name = f"{code}_Qaa{chr(ord('a') + k)}"
+      (out / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+      names.append(name)
+  if len(names) < count:
+    raise SystemExit(f"error: {source} gives {len(names)} parts of 8 lines or more, not "
+                     f"--languages={count}: pass a bigger --source")
+  return names
+
+
+def run_corpus(args) -> None:
+  names = split_corpus(args.source, args.languages, args.output_dir)
+  print(f"{args.output_dir}: {len(names)} languages from {args.source}")
+
+
 def run_data(args) -> None:
   if args.cores:
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
@@ -99,6 +140,8 @@ def run_data(args) -> None:
                "--batches", str(args.batches), "--warmup", str(args.warmup)]
     if args.tokenized:
       command += ["--tokenized", args.tokenized]
+    if args.text_dir:
+      command += ["--text_dir", args.text_dir]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
       sys.exit(done.stderr.strip().splitlines()[-1])
@@ -583,6 +626,8 @@ def parser() -> cli.ArgumentParser:
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
   data.add_argument("--tokenized", type=paths.resolve,
                     help="read this tokenized cache (tools/cache_tasks.py) instead of --mixture")
+  data.add_argument("--text_dir", type=paths.resolve,
+                    help="read this text directory (<language>.txt files) instead of --mixture")
   data.add_argument("--length", type=cli.positive_int, default=512)
   data.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=32,
                     help="rows per batch")
@@ -592,6 +637,13 @@ def parser() -> cli.ArgumentParser:
   data.add_argument("--cores", type=cli.positive_int,
                     help="pin to this many cores (default: 1, then all)")
   data.set_defaults(run=run_data)
+  corpus = commands.add_parser("corpus", help="a text directory of N languages for `data`")
+  corpus.add_argument("--languages", type=cli.positive_int, required=True)
+  corpus.add_argument("--output_dir", type=paths.resolve, required=True)
+  corpus.add_argument("--source", type=paths.resolve,
+                      default=str(REPO.parent / "shared" / "data" / "corpus"),
+                      help="the text directory split (default: the shared UDHR corpus)")
+  corpus.set_defaults(run=run_corpus)
   worker = commands.add_parser("hf-worker", help=argparse.SUPPRESS)
   worker.add_argument("workdir")
   worker.set_defaults(run=run_hf_worker)

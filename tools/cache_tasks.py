@@ -1,6 +1,6 @@
 """Tokenizes a mixture once, with Apache Beam, into a cache that training reads.
 
-  python tools/cache_tasks.py --gin_file=data/text_directory.gin \
+  python tools/cache_tasks.py --gin_file=runs/demo.gin --gin_file=data/text_directory.gin \
       --gin.TEXT_DIR="'../shared/data/corpus'" --output_dir=cache/udhr
   python -m polyglot.train --gin_file=runs/demo.gin --gin_file=data/tokenized.gin \
       --gin.CACHE_DIR="'cache/udhr'"

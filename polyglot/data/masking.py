@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from polyglot.data import vocab as vocab_lib
+from polyglot.data import ids
 from polyglot.errors import ConfigError
 
 
@@ -81,7 +81,7 @@ def mask_batch(targets: np.ndarray, rng: np.random.Generator | Sequence[np.rando
   rows = targets.shape[0] // len(rngs)
   bits = np.concatenate([g.bit_generator.random_raw((rows, targets.shape[1])) for g in rngs])
   draw, action = bits & _LOW, bits >> np.uint64(32)
-  candidate = (targets >= vocab_lib.FIRST_PIECE_ID) & (targets != mask_id)
+  candidate = (targets >= ids.FIRST_PIECE_ID) & (targets != mask_id)
   if cfg.whole_word:
     # A unit is a word-start piece and the pieces after it; specials split units. Every row
     # begins with a special (`<s>`, or `<pad>` in a padding row), so units stay in their row.
@@ -94,9 +94,9 @@ def mask_batch(targets: np.ndarray, rng: np.random.Generator | Sequence[np.rando
   to_random = selected & ~to_mask & (action < random_below)
   # Given `to_random`, `action` is uniform on [mask_below, random_below): scaled to the
   # pieces, it is the random id (each piece's chance within 1/(span/pieces), 0.06% at 10%).
-  pieces = mask_id - vocab_lib.FIRST_PIECE_ID
+  pieces = mask_id - ids.FIRST_PIECE_ID
   scale = np.uint64((pieces << 32) // max(1, random_below - mask_below))
   random_ids = (((action - mask_below) * scale) >> np.uint64(32)).astype(np.int32)
-  random_ids += vocab_lib.FIRST_PIECE_ID
+  random_ids += ids.FIRST_PIECE_ID
   input_ids = np.where(to_mask, np.int32(mask_id), np.where(to_random, random_ids, targets))
   return input_ids.astype(np.int32), selected.astype(np.int32)

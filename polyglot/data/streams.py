@@ -31,40 +31,62 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import math
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from typing import Any, Iterator, Sequence
+import weakref
 
 import numpy as np
 
-from polyglot.data import masking
-from polyglot.data import vocab as vocab_lib
+from polyglot.data import ids, masking
 from polyglot.errors import DataError
 
-BLOCK_TOKENS = 1 << 17     # tokens one thread makes at a time
-_DRAW_COUNTER = (0, 0, 0, 1)  # language draws: Philox counters apart from masking's
+BLOCK_TOKENS = 1 << 17     # tokens a worker makes at a time
+IN_FLIGHT = 4              # blocks requested ahead from each worker
 _STATE_FORMAT = 1
 _U64 = np.uint64
+_GOLDEN = _U64(0x9E3779B97F4A7C15)  # SplitMix64's increment
+_DRAW_TAG = _U64(0x6C616E6775616765)  # the language draws' stream of a seed
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Corpus:
   """A data shard's language streams: language j is `tokens[offsets[j]:offsets[j + 1]]`."""
-  tokens: np.ndarray   # int32 [total tokens], usually memory-mapped
+  tokens: np.ndarray   # int32 [total tokens], memory-mapped from `path` when it is set
   offsets: np.ndarray  # int64 [languages + 1]
   names: tuple[str, ...]
+  path: str | None = None
+
+  def __getstate__(self):  # to a worker process: the file's name, not its tokens
+    return {**self.__dict__, "tokens": None} if self.path else self.__dict__
+
+  def __setstate__(self, state):
+    if state["tokens"] is None:
+      state = {**state, "tokens": np.memmap(state["path"], np.int32, "r")}
+    self.__dict__.update(state)
 
   @property
   def sizes(self) -> np.ndarray:
     return np.diff(self.offsets)
 
 
-def draw_languages(seed: int, index: int, cdf: np.ndarray, rows: int) -> np.ndarray:
-  """The languages of batch `index`'s rows, int64 [rows], drawn at the rates whose
-  cumulative sums are `cdf` [languages]."""
-  rng = np.random.Generator(np.random.Philox(key=(seed << 64) | index, counter=_DRAW_COUNTER))
-  return np.minimum(np.searchsorted(cdf, rng.random(rows), side="right"), len(cdf) - 1)
+def draw_languages(seed: int, first: int, batches: int, rows: int,
+                   cdf: np.ndarray) -> np.ndarray:
+  """The languages of the rows of batches `first`.. `first + batches - 1`, int64
+  [batches * rows], drawn at the rates whose cumulative sums are `cdf` [languages]: row r
+  of batch b draws SplitMix64's output number b * rows + r of the stream seeded `seed`, so
+  a row's draw depends on nothing else."""
+  start = _mix64(np.uint64(seed) ^ _DRAW_TAG)
+  steps = np.arange(first * rows + 1, (first + batches) * rows + 1, dtype=_U64)
+  with np.errstate(over="ignore"):
+    u = (_mix64(start + steps * _GOLDEN) >> _U64(11)) * 2.0**-53  # [0, 1), 53 bits
+  return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
 
 
 def chunk_numbers(languages: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -151,38 +173,150 @@ class Stream:
     return np.cumsum(self.rates / self.rates.sum())
 
 
-def make_batches(stream: Stream, first: int, languages: np.ndarray,
-                 chunks: np.ndarray) -> list[dict[str, np.ndarray]]:
+BLOCK_FIELDS = ("input_ids", "targets", "loss_weights")  # what a block's rows hold
+
+
+def make_block(stream: Stream, first: int, languages: np.ndarray,
+               chunks: np.ndarray) -> tuple[np.ndarray, ...]:
   """Batches `first`, `first + 1`, ... from their rows' languages and chunk numbers
-  (int64 [batches * batch_size], in row order)."""
-  b, l = stream.batch_size, stream.length
+  (int64 [rows], in row order): `BLOCK_FIELDS`, int32 [rows, l] each."""
+  l = stream.length
   positions = window_positions(chunks, languages, stream.seed, stream.window)
-  rows = len(languages)
-  targets = np.empty((rows, l), np.int32)
-  targets[:, 0], targets[:, -1] = vocab_lib.BOS_ID, vocab_lib.EOS_ID
+  targets = np.empty((len(languages), l), np.int32)
+  targets[:, 0], targets[:, -1] = ids.BOS_ID, ids.EOS_ID
   targets[:, 1:-1] = gather_chunks(stream.corpus, languages, positions, l - 2)
-  rngs = [masking.batch_rng(stream.seed, first + i) for i in range(rows // b)]
+  rngs = [masking.batch_rng(stream.seed, first + i)
+          for i in range(len(languages) // stream.batch_size)]
   input_ids, loss_weights = masking.mask_batch(targets, rngs, mask_id=stream.mask_id,
                                                word_start=stream.word_start, cfg=stream.mlm)
-  segment_ids = np.ones((b, l), np.int32)
-  positions_row = np.broadcast_to(np.arange(l, dtype=np.int32), (b, l))
-  return [{"input_ids": input_ids[i:i + b], "targets": targets[i:i + b],
-           "loss_weights": loss_weights[i:i + b], "segment_ids": segment_ids,
-           "positions": positions_row} for i in range(0, rows, b)]
+  return input_ids, targets, loss_weights
+
+
+def split_block(block: Sequence[np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
+  """A block's `BLOCK_FIELDS` [rows, l] -> its batches, with `segment_ids` and `positions`
+  of rows that each hold one sequence."""
+  rows, l = block[0].shape
+  segment_ids = np.ones((batch_size, l), np.int32)
+  positions = np.broadcast_to(np.arange(l, dtype=np.int32), (batch_size, l))
+  return [{**{k: v[i:i + batch_size] for k, v in zip(BLOCK_FIELDS, block)},
+           "segment_ids": segment_ids, "positions": positions}
+          for i in range(0, rows, batch_size)]
+
+
+# glibc keeps a worker's freed blocks for the next block's arrays instead of returning them
+# to the system: page faults were 15% of a worker's time (docs/benchmarks.md).
+_WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
+def _shared_file(size: int) -> str:
+  """A new file of `size` bytes in shared memory (/dev/shm where there is one)."""
+  directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+  fd, path = tempfile.mkstemp(prefix="polyglot-streams-", dir=directory)
+  os.ftruncate(fd, size)
+  os.close(fd)
+  return path
+
+
+class _Process:
+  """A worker process (`python -m polyglot.data.streams`) making blocks of a stream's
+  batches into `IN_FLIGHT` slots of a shared file: requests and replies are small pickles over
+  its stdin and stdout, answered in order."""
+
+  def __init__(self, stream: Stream, rows: int):
+    shape = (IN_FLIGHT, len(BLOCK_FIELDS), rows, stream.length)  # slot, field, row, token
+    path = _shared_file(int(np.prod(shape)) * 4)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, **_WORKER_MALLOC, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+      self.slots = np.memmap(path, np.int32, "r+", shape=shape)
+      self._proc = subprocess.Popen([sys.executable, "-m", "polyglot.data.streams"], env=env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+      self._send((stream, path, shape))
+      self._reply()  # the worker has the file open: it can go
+    finally:
+      os.unlink(path)
+
+  def _send(self, message) -> None:
+    try:
+      pickle.dump(message, self._proc.stdin, pickle.HIGHEST_PROTOCOL)
+      self._proc.stdin.flush()
+    except OSError:  # a broken pipe: the worker is gone
+      self._died()
+
+  def _reply(self):
+    try:
+      kind, value = pickle.load(self._proc.stdout)
+    except (EOFError, pickle.UnpicklingError, OSError):
+      self._died()
+    if kind == "error":
+      raise DataError(value)
+    return value
+
+  def _died(self):
+    code = self._proc.wait()
+    raise DataError(f"a data worker process exited (code {code}; its error is above): "
+                    "rerun with PipelineConfig.num_threads=1 to make batches in-process")
+
+  def submit(self, slot: int, *args) -> "functools.partial":
+    self._send((slot, *args))
+    return functools.partial(self._result, slot)
+
+  def _result(self, slot: int) -> tuple[np.ndarray, ...]:
+    self._reply()
+    return tuple(np.array(field) for field in self.slots[slot])  # copied: the slot is reused
+
+  def stop(self) -> None:
+    if self._proc.poll() is None:
+      self._proc.kill()
+      self._proc.wait()
+
+
+def serve() -> None:
+  """A worker process: a `Stream` and its shared file, then (slot, first, languages,
+  chunks) requests, each block made into its slot; it ends when its parent closes stdin."""
+  requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+  os.dup2(2, 1)  # anything printed goes to stderr, not into the replies
+
+  def reply(kind, value=None):
+    pickle.dump((kind, value), replies, pickle.HIGHEST_PROTOCOL)
+    replies.flush()
+
+  try:
+    stream, path, shape = pickle.load(requests)
+    slots = np.memmap(path, np.int32, "r+", shape=shape)
+    reply("ready")
+    while True:
+      slot, first, languages, chunks = pickle.load(requests)
+      try:
+        for out, field in zip(slots[slot], make_block(stream, first, languages, chunks)):
+          out[:len(field)] = field
+        reply("done")
+      except Exception as e:  # pylint: disable=broad-except  (re-raised by the parent)
+        reply("error", f"{type(e).__name__}: {e}")
+  except (EOFError, BrokenPipeError):
+    return
 
 
 class StreamIterator:
-  """A shard's training batches (`pipeline.HostIterator`'s interface), made ahead by
-  `threads` threads a block of batches at a time."""
+  """A shard's training batches (`pipeline.HostIterator`'s interface), made ahead a block
+  of batches at a time: by `workers` processes, or by a thread of this one when 1."""
 
-  def __init__(self, stream: Stream, identity: dict[str, Any], threads: int | None = None):
+  def __init__(self, stream: Stream, identity: dict[str, Any], workers: int | None = None):
     self.stream = stream
     self._identity = {**identity, "reader": "streams", "streams_format": _STATE_FORMAT}
     self._cdf = stream.cdf
-    self._threads = threads or len(os.sched_getaffinity(0))
+    count = workers or len(os.sched_getaffinity(0))
     self._per_block = max(1, math.ceil(BLOCK_TOKENS / (stream.batch_size * stream.length)))
-    self._pool = concurrent.futures.ThreadPoolExecutor(self._threads,
-                                                       thread_name_prefix="polyglot-streams")
+    rows = self._per_block * stream.batch_size
+    if count == 1:
+      self._workers = [concurrent.futures.ThreadPoolExecutor(1, "polyglot-streams")]
+      self._close = functools.partial(self._workers[0].shutdown, False, cancel_futures=True)
+    else:
+      self._workers = []
+      self._close = functools.partial(_stop_all, self._workers)
+      self._workers.extend(_Process(stream, rows) for _ in range(count))
+    self._finalizer = weakref.finalize(self, self._close)
     self._reset(0, np.zeros(len(stream.rates), np.int64))
 
   @property
@@ -190,22 +324,29 @@ class StreamIterator:
     return self.stream.batch_size
 
   def _reset(self, made: int, counts: np.ndarray) -> None:
+    for pending, _ in getattr(self, "_blocks", ()):  # a worker answers every request
+      pending()
     self._made, self._counts = made, counts           # after the batches returned
     self._next, self._next_counts = made, counts.copy()  # after the batches submitted
     self._blocks: collections.deque = collections.deque()
     self._ready: collections.deque = collections.deque()
 
   def _languages(self, first: int, count: int) -> np.ndarray:
-    return np.concatenate([draw_languages(self.stream.seed, i, self._cdf, self.batch_size)
-                           for i in range(first, first + count)])
+    return draw_languages(self.stream.seed, first, count, self.batch_size, self._cdf)
 
   def _submit(self) -> None:
-    while len(self._blocks) <= self._threads:
+    """Keeps `IN_FLIGHT` blocks in flight per worker, dealt to the workers in turn."""
+    while len(self._blocks) < IN_FLIGHT * len(self._workers):
       languages = self._languages(self._next, self._per_block)
       chunks = chunk_numbers(languages, self._next_counts)
       np.add.at(self._next_counts, languages, 1)
-      future = self._pool.submit(make_batches, self.stream, self._next, languages, chunks)
-      self._blocks.append((future, languages.reshape(self._per_block, self.batch_size)))
+      block, workers = self._next // self._per_block, len(self._workers)
+      worker = self._workers[block % workers]
+      if isinstance(worker, _Process):  # slots in turn: a slot is read before its reuse
+        pending = worker.submit(block // workers % IN_FLIGHT, self._next, languages, chunks)
+      else:
+        pending = worker.submit(make_block, self.stream, self._next, languages, chunks).result
+      self._blocks.append((pending, languages.reshape(self._per_block, self.batch_size)))
       self._next += self._per_block
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -214,8 +355,8 @@ class StreamIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     if not self._ready:
       self._submit()
-      future, languages = self._blocks.popleft()
-      self._ready.extend(zip(future.result(), languages))
+      pending, languages = self._blocks.popleft()
+      self._ready.extend(zip(split_block(pending(), self.batch_size), languages))
       self._submit()
     batch, languages = self._ready.popleft()
     self._made += 1
@@ -250,4 +391,14 @@ class StreamIterator:
     self._reset(made, np.asarray(counts, np.int64))
 
   def close(self) -> None:
-    self._pool.shutdown(wait=False, cancel_futures=True)
+    """Stops the workers (also done when the iterator is collected, or at exit)."""
+    self._finalizer()
+
+
+def _stop_all(workers: Sequence[_Process]) -> None:
+  for worker in workers:
+    worker.stop()
+
+
+if __name__ == "__main__":
+  serve()

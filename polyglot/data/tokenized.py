@@ -369,8 +369,11 @@ def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
       raise DataError(f"cannot write the token streams of data shard {shard.index} to "
                       f"{directory} ({e.strerror}): free space there, or set "
                       f"${cache.CACHE_ENV} to a local disk with room") from None
-  tokens = (np.memmap(tokens_path, np.int32, "r") if offsets[-1] else np.zeros(0, np.int32))
-  return streams.Corpus(tokens, np.asarray(offsets, np.int64), tuple(t.name for t in tasks))
+  names = tuple(t.name for t in tasks)
+  if not offsets[-1]:
+    return streams.Corpus(np.zeros(0, np.int32), np.asarray(offsets, np.int64), names)
+  return streams.Corpus(np.memmap(tokens_path, np.int32, "r"), np.asarray(offsets, np.int64),
+                        names, os.fspath(tokens_path))
 
 
 def describe(path: str) -> dict[str, Any]:

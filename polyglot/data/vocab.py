@@ -32,6 +32,7 @@ import numpy as np
 
 from polyglot import _env, paths
 from polyglot.data import cache, sources
+from polyglot.data.ids import BOS_ID, EOS_ID, FIRST_PIECE_ID, PAD_ID, UNK_ID  # noqa: F401
 from polyglot.errors import ConfigError, DataError
 
 tf = _env.import_tensorflow()
@@ -42,8 +43,6 @@ from sentencepiece import sentencepiece_model_pb2  # noqa: E402
 import tensorflow_text as tf_text  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-FIRST_PIECE_ID = 4  # ids below are special: never masked, never drawn as random tokens
 MASK_PIECE = "<mask>"
 HF_MODEL_FILENAME = "sentencepiece.bpe.model"  # what XLMRobertaTokenizer loads from a folder
 WORD_START = "\u2581"  # SentencePiece's word-boundary marker
