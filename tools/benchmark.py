@@ -20,8 +20,10 @@ run prints one JSON line and, unless `--no_record`, appends a row to the
 `data` measures the host input pipeline (polyglot/data/pipeline.py): input
 tokens per second of finished batches (tokenize, mix, shuffle, pack, mask,
 batch), after the pipeline is built and warm; `--tokenized DIR` reads a
-tokenized cache (tools/cache_tasks.py) instead of text. It also reports the
-build time and the size of the iterator's checkpoint state. Each measurement runs in a fresh
+tokenized cache (tools/cache_tasks.py) instead of text, `--text_dir DIR` a text
+directory (`corpus --languages N` makes one of N languages from the shared
+UDHR corpus). It also reports the build time, the size of the iterator's
+checkpoint state and the time to save and restore it. Each measurement runs in a fresh
 process pinned to `--cores` CPUs (`os.sched_setaffinity`) with a tf.data
 threadpool of that size; without `--cores` it runs one core, then all cores.
 Results in docs/benchmarks.md.
@@ -75,11 +77,16 @@ def measure_data(args) -> dict:
   for _ in range(args.batches):
     tokens += int((next(it)["segment_ids"] > 0).sum())
   seconds = time.perf_counter() - timed
+  saved = time.perf_counter()
+  state = it.get_state()
+  it.set_state(state)
+  restored = time.perf_counter()
   return {"mixture": mixture, "input": "tokenized" if args.tokenized else "text",
           "tasks": len(getattr(pipeline.mixtures.get_provider(mixture), "tasks", [mixture])),
-          "length": args.length, "batch_size": args.batch_size, "state_kb": round(
-              len(it.get_state()) / 1024), "cores": args.cores, "build_s": round(built - start, 1),
-          "first_batch_s": round(first - built, 1), "batches": args.batches,
+          "length": args.length, "batch_size": args.batch_size,
+          "state_kb": round(len(state) / 1024, 1), "state_ms": round(1e3 * (restored - saved)),
+          "cores": args.cores, "build_s": round(built - start, 2),
+          "first_batch_s": round(first - built, 2), "batches": args.batches,
           "tokens_per_s": round(tokens / seconds)}
 
 
@@ -132,8 +139,8 @@ def run_data(args) -> None:
       sys.exit(f"error: {e}")
     return
   print("| mixture | input | tasks | length | batch | cores | build s | first batch s | "
-        "state KB | input tokens/s |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+        "state KB | save + restore ms | input tokens/s |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for cores in (1, len(os.sched_getaffinity(0))):
     command = [sys.executable, __file__, "data", "--cores", str(cores), "--mixture", args.mixture,
                "--length", str(args.length), "--batch_size", str(args.batch_size),
@@ -148,7 +155,7 @@ def run_data(args) -> None:
     r = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"| {r['mixture']} | {r['input']} | {r['tasks']} | {r['length']} | "
           f"{r['batch_size']} | {r['cores']} | {r['build_s']} | {r['first_batch_s']} | "
-          f"{r['state_kb']:,} | {r['tokens_per_s']:,} |")
+          f"{r['state_kb']:,} | {r['state_ms']:,} | {r['tokens_per_s']:,} |")
 
 
 def synthetic_batch(cfg, batch_size: int, seq_len: int, mask_rate: float = 0.15,

@@ -25,6 +25,13 @@ the same fields, a pair per segment) or as "pairs" (`preprocessors.pair_rows`:
 (`make_sharded_iterator`) concatenates their batches in shard order, so the
 global batch is the same for any number of hosts.
 
+MLM training batches of a mixture read wholly from tokenized caches
+(`polyglot.data.tokenized`) are made by `streams.StreamIterator` instead: the
+same fields and rows of one whole sequence each, languages drawn per row, made
+by index in worker processes, its state a batch count and a counter per
+language (`polyglot.data.streams`). Everything else (text, TFDS, parallel
+corpora, validation splits) goes through tf.data as below.
+
 Determinism: every random choice is seeded from `shard_seed(seed, index)`
 (language sampling, shuffle, and stateless masking keyed by batch index), and
 tf.data runs with deterministic ordering; so a seed fixes each shard's
@@ -94,7 +101,7 @@ class PipelineConfig:
   split: str = "train"
   mlm: MlmConfig = MlmConfig()
   shuffle_buffer: int = 512         # sequences; 0 disables (train only)
-  num_threads: int | None = None    # tf.data threads; None = one per core
+  num_threads: int | None = None    # tf.data threads, or stream workers; None: one per core
   features: str = "mlm"             # the batch layout, one of FEATURES
 
   def __post_init__(self):
@@ -422,7 +429,10 @@ def split_states(state: bytes) -> list[bytes]:
 def make_sharded_iterator(mixture_or_task_name: str, *, shards: Sequence[int], num_shards: int,
                           batch_size: int, **kwargs) -> ShardedIterator:
   """Batches of `batch_size` rows from each of `shards` (of `num_shards`), concatenated in
-  that order; `kwargs` as for `make_iterator`."""
+  that order; `kwargs` as for `make_iterator`, whose `num_threads` defaults to this host's
+  cores shared among the shards."""
+  if kwargs.get("num_threads") is None:
+    kwargs["num_threads"] = max(1, len(os.sched_getaffinity(0)) // max(1, len(shards)))
   return ShardedIterator([make_iterator(mixture_or_task_name, batch_size=batch_size,
                                         shard_index=i, num_shards=num_shards, **kwargs)
                           for i in shards])

@@ -1,11 +1,11 @@
-"""Training batches from tokenized corpora, made by index: numpy, in threads, tiny state.
+"""Training batches from tokenized corpora, made by index: numpy, in worker processes.
 
 A data shard of a tokenized corpus (`polyglot.data.tokenized`) is a `Corpus`: every
 language's dealt lines, tokenized, concatenated into one stream of ids (one flat int32
 array, memory-mapped from the local cache). Batch `b` of a shard seeded `seed`:
 
-1. Languages: each row draws its language from the mixture's rates (Philox keyed by
-   `seed` and `b`, `draw_languages`).
+1. Languages: each row draws its language at the mixture's rates (SplitMix64 keyed by
+   `seed`, `b` and the row: `draw_languages`).
 2. Chunks: the row's language `j` gives its next chunk number `k` (a counter per
    language, `chunk_numbers`); with a shuffle window S, `k` is moved within its window of
    S consecutive chunks by a keyed bijection (`window_positions`), so the chunks of a
@@ -22,9 +22,12 @@ rates; the draws differ from tf.data's `sample_from_datasets` and shuffle buffer
 batches are not those of the raw text. In exchange: no per-language state but a counter
 (the state is the batch count and one integer per language, a few kB for a thousand
 languages, saved and restored in microseconds), nothing to build per language (the
-pipeline of a thousand languages is a memory map), and batches are made by a pool of
-threads a block at a time: numpy releases the GIL in its loops, so blocks of about
-`BLOCK_TOKENS` tokens keep every core busy (docs/benchmarks.md).
+pipeline of a thousand languages is a memory map), and no serial stage: the parent
+draws languages and chunk numbers (microseconds a block), `workers` processes make
+blocks of about `BLOCK_TOKENS` tokens (`make_block`) into slots of a shared-memory file,
+and the parent copies each block out in turn. Worker processes, not threads: numpy's
+many short calls hand the GIL back and forth, and two threads made fewer batches than
+one (docs/benchmarks.md). With one worker, a thread of this process makes the blocks.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tokenized corpora: a text mixture tokenized once, offline, with Apache Beam.
 
     python tools/cache_tasks.py --gin_file=runs/demo.gin --output_dir=gs://bucket/cache/embedded
-    python -m polyglot.train --gin_file=runs/demo.gin --gin_file=data/cached.gin \
+    python -m polyglot.train --gin_file=runs/demo.gin --gin_file=data/tokenized.gin \
         --gin.CACHE_DIR="'gs://bucket/cache/embedded'"
 
 `write` runs one Beam job (the DirectRunner here; Dataflow, Flink or Spark
@@ -9,9 +9,11 @@ with `--runner=...`) that splits every task of the mixture into parts (byte
 ranges of a text file, cut where lines start, or runs of in-memory lines),
 tokenizes each part with the task's own tokenizer and writes it as one TFRecord
 shard. A part is a shard, so reading a task's shards in order reads its lines
-in file order: batches from the cache equal the raw pipeline's, bit for bit,
-for any seed and host count (one record per non-blank line, so that lines are
-dealt to data shards the same way: `sources.dealt`).
+in file order (one record per non-blank line, so that lines are dealt to data
+shards as the text's are: `sources.dealt`): a data shard's token stream of a
+language is the raw one. Training reads those streams by index
+(`load_corpus`, `polyglot.data.streams`); the validation split is read by
+tf.data (`TokenizedSource`) and gives the raw pipeline's batches, bit for bit.
 
 Layout (seqio's offline-cache format per task, so seqio's own reader,
 `Task.get_dataset(use_cached=True)` after `seqio.add_global_cache_dirs`,
