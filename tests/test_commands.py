@@ -113,6 +113,7 @@ SIX = ("--gin.TrainConfig.mixture=@embedded_mixture()",
        f"--gin.embedded_mixture.languages={list(LANGS)}")
 ON_CPU = ("--gin.MeshConfig.platform=None",)
 ABSOLUTE = (("/data/", "{fs}/data/"), ("/ckpt/", "{fs}/ckpt/"))
+BENCH_DIR = (("/tmp/bench/", "{fs}/bench/"),)
 BENCH = ("--steps", "2", "--warmup", "1", "--no_record")
 HF_FILES = {"config.json", "model.safetensors", "sentencepiece.bpe.model", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json"}
@@ -322,8 +323,26 @@ COMMANDS: dict[str, Command] = {
         "630 languages -> the six of /data/cc100 (the benchmark below builds them)",
         append=SIX),
     "bench_data_tokenized": Command(
-        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16 "
+        ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 "
         "--tokenized cache/embedded", "as bench_data: 2 batches of 4 x 64 after 1",
+        append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
+    "bench_corpus": Command(
+        ".venv/bin/python tools/benchmark.py corpus --languages 1000 "
+        "--output_dir /tmp/bench/udhr1000", "1000 -> 12 languages, into the test's folder",
+        replace=BENCH_DIR, append=("--languages", "12")),
+    "cache_udhr": Command(
+        ".venv/bin/python tools/cache_tasks.py --gin_file=runs/demo.gin "
+        "--gin_file=data/text_directory.gin --gin.TEXT_DIR=\"'/tmp/bench/udhr1000'\" "
+        "--output_dir=/tmp/bench/udhr1000-ids", "the test's folder", replace=BENCH_DIR),
+    "bench_data_udhr_tokenized": Command(
+        ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 "
+        "--tokenized /tmp/bench/udhr1000-ids", "as bench_data, the test's folder",
+        replace=BENCH_DIR,
+        append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
+    "bench_data_udhr_text": Command(
+        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16 "
+        "--text_dir /tmp/bench/udhr1000", "as bench_data, the test's folder",
+        replace=BENCH_DIR,
         append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
     # ---- docs/scaling.md ----
     "plan_moe_e8": Command(
@@ -594,6 +613,10 @@ def job_specs(r: Root) -> ct.Jobs:
       "pretrain_base_cached": simple("pretrain_base_cached", "cache_cc100"),
       "cache_embedded": simple("cache_embedded"),
       "bench_data_tokenized": simple("bench_data_tokenized", "cache_embedded"),
+      "bench_corpus": simple("bench_corpus"),
+      "cache_udhr": simple("cache_udhr", "bench_corpus"),
+      "bench_data_udhr_tokenized": simple("bench_data_udhr_tokenized", "cache_udhr"),
+      "bench_data_udhr_text": simple("bench_data_udhr_text", "bench_corpus"),
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
@@ -952,6 +975,23 @@ def test_benchmark_data(jobs):
   lines = jobs.result("bench_data_tokenized").ok().stdout.strip().splitlines()
   assert [l.split(" | ")[:6] for l in lines[2:]] == [
       ["| embedded_custom_tokenized", "tokenized", "6", "64", "4", c] for c in cores]
+
+
+needs_udhr = pytest.mark.skipif(not (ct.SHARED / "data" / "corpus").is_dir(),
+                                reason="the shared UDHR corpus is absent")
+
+
+@needs_udhr
+@uses("bench_corpus", "cache_udhr", "bench_data_udhr_tokenized", "bench_data_udhr_text")
+def test_benchmark_data_on_the_shared_corpus_split_into_languages(jobs):
+  assert "12 languages from" in jobs.result("bench_corpus").ok().stdout
+  assert "cached udhr1000: 12 tasks" in jobs.result("cache_udhr").ok().stdout
+  cores = [str(c) for c in (1, len(os.sched_getaffinity(0)))]
+  for job, name, kind in (("bench_data_udhr_tokenized", "udhr1000_tokenized", "tokenized"),
+                          ("bench_data_udhr_text", "udhr1000", "text")):
+    lines = jobs.result(job).ok().stdout.strip().splitlines()
+    assert [l.split(" | ")[:6] for l in lines[2:]] == [
+        [f"| {name}", kind, "12", "64", "4", c] for c in cores], lines
 
 
 @uses("flops")

@@ -68,7 +68,8 @@ def entries() -> dict[str, Entry]:
           parse_args_of(tool("plan_memory").parser), ((),),
           ("--model", "tiny", "--mesh", "data=1", "--batch", "8"), ()),
       "tools/benchmark.py": Entry(
-          parse_args_of(tool("benchmark").parser), (("train",), ("scaling",), ("data",)), (),
+          parse_args_of(tool("benchmark").parser),
+          (("train",), ("scaling",), ("data",), ("corpus",)), (),
           (("train",), "--seq_len", "--seq-len", "64", "seq_len")),
       "tools/convert_to_hf.py": Entry(
           parse_args_of(tool("convert_to_hf").parser), ((),), ("--output_dir", "out"),

@@ -173,3 +173,33 @@ def test_hf_export_import_fill_mask_and_load_from_the_bucket(gcs, trained):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   for a, b in zip(jax.tree.leaves(nnx.state(run.model)), jax.tree.leaves(nnx.state(back.model))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_tokenized_cache_in_the_bucket_trains_as_the_same_cache_on_disk(gcs, tmp_path):
+  """tools/cache_tasks.py writes to the bucket (Beam, DirectRunner); training batches read
+  from it (each host's ids copied once into its local token file) equal those of the same
+  cache on disk."""
+  url, _, cwd = gcs
+  text = tmp_path / "text"
+  text.mkdir()
+  from polyglot.data import sources  # pylint: disable=g-import-not-at-top
+  corpus = sources.embedded_corpus()
+  for language in ("swh_Latn", "yor_Latn"):
+    (text / f"{language}.txt").write_text("\n".join(corpus.texts[language] * 4) + "\n")
+  for out in (f"{BUCKET}/ids", str(tmp_path / "ids")):
+    done = command(gcs, str(REPO / "tools/cache_tasks.py"), "--gin_file=runs/demo.gin",
+                   "--gin_file=data/text_directory.gin", f"--gin.TEXT_DIR='{text}'",
+                   f"--output_dir={out}")
+    assert done.returncode == 0 and "cached text: 2 tasks" in done.stdout, done.stderr[-3000:]
+  assert "mixture.json" in bucket_files(url, "ids") and os.listdir(cwd) == []
+  import tasks  # pylint: disable=g-import-not-at-top
+  from polyglot.data import pipeline  # pylint: disable=g-import-not-at-top
+  batches = []
+  for name, path in (("ids_bucket", f"{BUCKET}/ids"), ("ids_disk", tmp_path / "ids")):
+    with gcs_emulator.pointed_at(url):
+      tasks.register_tokenized(path, name=name)
+      it = pipeline.make_iterator(name, length=32, batch_size=4, shard_index=1, num_shards=2)
+      batches.append([next(it) for _ in range(3)])
+  for a, b in zip(*batches):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)

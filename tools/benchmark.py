@@ -633,7 +633,7 @@ def parser() -> cli.ArgumentParser:
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")
   data.add_argument("--tokenized", type=paths.resolve,
                     help="read this tokenized cache (tools/cache_tasks.py) instead of --mixture")
-  data.add_argument("--text_dir", type=paths.resolve,
+  data.add_argument("--text_dir", "--text-dir", type=paths.resolve,
                     help="read this text directory (<language>.txt files) instead of --mixture")
   data.add_argument("--length", type=cli.positive_int, default=512)
   data.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=32,
@@ -646,7 +646,7 @@ def parser() -> cli.ArgumentParser:
   data.set_defaults(run=run_data)
   corpus = commands.add_parser("corpus", help="a text directory of N languages for `data`")
   corpus.add_argument("--languages", type=cli.positive_int, required=True)
-  corpus.add_argument("--output_dir", type=paths.resolve, required=True)
+  corpus.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True)
   corpus.add_argument("--source", type=paths.resolve,
                       default=str(REPO.parent / "shared" / "data" / "corpus"),
                       help="the text directory split (default: the shared UDHR corpus)")

@@ -221,7 +221,7 @@ def _shared_file(size: int) -> str:
 
 
 class _Process:
-  """A worker process (`python -m polyglot.data.streams`) making blocks of a stream's
+  """A worker process (`streams.serve()` in a fresh interpreter) making blocks of a stream's
   batches into `IN_FLIGHT` slots of a shared file: requests and replies are small pickles over
   its stdin and stdout, answered in order."""
 
@@ -233,8 +233,9 @@ class _Process:
         [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
       self.slots = np.memmap(path, np.int32, "r+", shape=shape)
-      self._proc = subprocess.Popen([sys.executable, "-m", "polyglot.data.streams"], env=env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+      self._proc = subprocess.Popen(
+          [sys.executable, "-c", "from polyglot.data import streams; streams.serve()"],
+          env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
       self._send((stream, path, shape))
       self._reply()  # the worker has the file open: it can go
     finally:
@@ -402,6 +403,3 @@ def _stop_all(workers: Sequence[_Process]) -> None:
   for worker in workers:
     worker.stop()
 
-
-if __name__ == "__main__":
-  serve()
