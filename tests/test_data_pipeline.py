@@ -26,9 +26,18 @@ def vocab(mixture):
 
 
 def _iterator(**kwargs):
+  """Training from text: `streams.StreamIterator` (the text is tokenized into a token file)."""
   args = dict(length=32, batch_size=16, seed=0, shard_index=0, num_shards=1)
   args.update(kwargs)
   return pipeline.make_iterator(MIXTURE, **args)
+
+
+def _tf_iterator(**kwargs):
+  """The tf.data pipeline (`HostIterator`) over the same text, as corpora that are not text
+  (TFDS) are read for training."""
+  args = dict(length=32, batch_size=16, seed=0)
+  args.update(kwargs)
+  return pipeline.HostIterator(pipeline.PipelineConfig(MIXTURE, **args), 0, 1)
 
 
 def _take(it, n):
@@ -157,15 +166,16 @@ def test_same_seed_same_batches_other_seed_other_batches(mixture):
   assert any((a["input_ids"] != c["input_ids"]).any() for a, c in zip(first, other))
 
 
-def test_state_restores_the_uninterrupted_stream(mixture):
-  it = _iterator(seed=5)
+@pytest.mark.parametrize("make", [_iterator, _tf_iterator], ids=["streams", "tf_data"])
+def test_state_restores_the_uninterrupted_stream(mixture, make):
+  it = make(seed=5)
   _take(it, 4)
   state = it.get_state()
   expected = _take(it, 5)
   _take(it, 40)
   later_state = it.get_state()
   assert len(later_state) < 1.2 * len(state)                 # no growth with the step
-  resumed = _iterator(seed=5)
+  resumed = make(seed=5)
   resumed.set_state(state)
   for a, b in zip(expected, _take(resumed, 5)):
     for k in pipeline.FIELDS:
@@ -185,8 +195,8 @@ def test_state_of_another_pipeline_graph_is_one_line(mixture):
   """Same settings, another tf.data graph (a changed corpus or polyglot version): one line,
   which the trainer turns into a restart of the stream (train.restore_data)."""
   import io, zipfile  # noqa: E401  pylint: disable=g-import-not-at-top,multiple-imports
-  ours = _iterator(seed=5).get_state()
-  theirs = _iterator(seed=5, shuffle_buffer=0).get_state()  # no shuffle in its graph
+  ours = _tf_iterator(seed=5).get_state()
+  theirs = _tf_iterator(seed=5, shuffle_buffer=0).get_state()  # no shuffle in its graph
   out = io.BytesIO()
   with zipfile.ZipFile(io.BytesIO(ours)) as a, zipfile.ZipFile(io.BytesIO(theirs)) as b, \
        zipfile.ZipFile(out, "w") as z:
@@ -196,7 +206,7 @@ def test_state_of_another_pipeline_graph_is_one_line(mixture):
       if name.startswith("tf/"):
         z.writestr(name, b.read(name))
   with pytest.raises(DataError) as e:
-    _iterator(seed=5).set_state(out.getvalue())
+    _tf_iterator(seed=5).set_state(out.getvalue())
   assert "\n" not in str(e.value) and "saved by another input pipeline" in str(e.value)
 
 

@@ -1,9 +1,11 @@
-"""Tokenized corpora: the Beam job's cache gives each language the raw pipeline's chunks in
-the raw order at the mixture's rates (training, `polyglot.data.streams`) and the raw
-batches bit for bit (validation); a cache that is partial, stale or of another vocabulary
+"""Tokenized corpora: the Beam job's cache, and the text tokenized into the local token
+file, give each language the raw pipeline's chunks in the raw order at the mixture's rates
+(training, `polyglot.data.streams`; the same batches from either), and the cache gives the
+raw batches bit for bit (validation); a cache that is partial, stale or of another vocabulary
 is refused in one line."""
 import gzip
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -121,11 +123,14 @@ def _languages_of(batches, shard_index: int, num_shards: int) -> dict[str, list[
 LANGUAGES = ("cmn_Hans", "eng_Latn", "swh_Latn")
 
 
+@pytest.mark.parametrize("source", ["tok_cached", "tok_raw"], ids=["cache", "text"])
 @pytest.mark.parametrize("shard", [(0, 1), (1, 2), (11, 12)])
-def test_cached_training_gives_each_language_its_raw_chunks_in_order_at_the_rates(cached, shard):
-  """Shard 11 of 12 is dealt lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
+def test_training_gives_each_language_its_raw_chunks_in_order_at_the_rates(cached, shard,
+                                                                           source):
+  """From the cache, or from the text tokenized into the token file; shard 11 of 12 is dealt
+  lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
   index, count = shard
-  batches = _batches("tok_cached", 40, batch_size=50, shuffle_buffer=0, shard_index=index,
+  batches = _batches(source, 40, batch_size=50, shuffle_buffer=0, shard_index=index,
                      num_shards=count)
   for b in batches:
     assert (b["targets"][:, 0] == 0).all() and (b["targets"][:, -1] == 2).all()
@@ -141,6 +146,13 @@ def test_cached_training_gives_each_language_its_raw_chunks_in_order_at_the_rate
   raw = seqio.get_mixture_or_task("tok_raw")
   assert ({t.name.split(".")[1]: mixture.get_rate(t) for t in mixture.tasks}
           == {t.name.split(".")[1]: raw.get_rate(t) for t in raw.tasks})
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"shard_index": 1, "num_shards": 2}])
+def test_training_from_the_text_and_from_its_cache_gives_the_same_batches(cached, kwargs):
+  """The same token streams, drawn and masked with the same keys."""
+  _assert_same(_batches("tok_raw", 5, shuffle_buffer=8, **kwargs),
+               _batches("tok_cached", 5, shuffle_buffer=8, **kwargs))
 
 
 def test_cached_training_shuffles_each_window_of_a_language(cached):
@@ -202,11 +214,11 @@ def test_worker_processes_end_with_the_iterator_and_a_dead_one_is_one_line(cache
   assert all(p.poll() is not None for p in procs)
 
 
-def test_a_raw_pipeline_state_is_refused_by_the_cached_stream(cached):
-  raw = pipeline.make_iterator("tok_raw", length=24, batch_size=6, shard_index=0, num_shards=1)
+def test_a_tf_data_state_is_refused_by_the_stream(cached):
+  raw = pipeline.HostIterator(pipeline.PipelineConfig("tok_raw", length=24, batch_size=6), 0, 1)
   next(raw)
   it = pipeline.make_iterator("tok_cached", length=24, batch_size=6, shard_index=0, num_shards=1)
-  with pytest.raises(DataError, match="not a tokenized-stream state"):
+  with pytest.raises(DataError, match="unreadable as a token-stream state"):
     it.set_state(raw.get_state())
   other = pipeline.make_iterator("tok_cached", length=24, batch_size=6, seed=9, shard_index=0,
                                  num_shards=1)
@@ -225,6 +237,21 @@ def test_token_streams_are_written_once_and_rewritten_when_damaged(cached, tmp_p
   tokens.write_bytes(tokens.read_bytes()[:-4])
   _assert_same(_batches("tok_cached", 3), first)
   assert len(list((tmp_path / "streams").iterdir())) == 2
+
+
+def test_a_changed_text_file_is_tokenized_again(tmp_path, corpus, monkeypatch):
+  monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path / "cache"))
+  text = tmp_path / "text" / "eng_Latn.txt"
+  text.parent.mkdir()
+  text.write_text("\n".join(corpus.texts["eng_Latn"]), encoding="utf-8")
+  tasks.register_text_directory(text.parent, name="tok_changed")
+  first = _batches("tok_changed", 2, shuffle_buffer=0)
+  modified = text.stat().st_mtime_ns
+  text.write_text("\n".join(corpus.texts["eng_Latn"][::-1]), encoding="utf-8")  # same size
+  os.utime(text, ns=(modified + 10**9, modified + 10**9))
+  second = _batches("tok_changed", 2, shuffle_buffer=0)
+  assert len(list((tmp_path / "cache" / "streams").glob("*.int32"))) == 2
+  assert (first[0]["targets"] != second[0]["targets"]).any()
 
 
 def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:

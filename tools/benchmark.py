@@ -18,17 +18,20 @@ run prints one JSON line and, unless `--no_record`, appends a row to the
 "Train step" table of docs/benchmarks.md.
 
 `data` measures the host input pipeline (polyglot/data/pipeline.py): input
-tokens per second of finished batches (tokenize, mix, shuffle, pack, mask,
-batch), after the pipeline is built and warm; `--tokenized DIR` reads a
-tokenized cache (tools/cache_tasks.py) instead of text, `--text_dir DIR` a text
-directory (`corpus --languages N` makes one of N languages from the shared
-UDHR corpus). It also reports the build time, the size of the iterator's
-checkpoint state and the time to save and restore it. Each measurement runs in a fresh
-process pinned to `--cores` CPUs (`os.sched_setaffinity`) with a tf.data
-threadpool of that size; without `--cores` it runs one core, then all cores.
-Results in docs/benchmarks.md.
+tokens per second of finished batches (mix, shuffle, mask, batch), after the
+pipeline is built and warm; `--tokenized DIR` reads a tokenized cache
+(tools/cache_tasks.py) instead of text, `--text_dir DIR` a text directory
+(`corpus --languages N` makes one of N languages from the shared UDHR corpus);
+`--cold` times the build with the host's token file made in it (the text
+tokenized, or the cache's ids copied). It also reports the build time, the size
+of the iterator's checkpoint state and the time to save and restore it. Each
+measurement runs in a fresh process pinned to `--cores` CPUs
+(`os.sched_setaffinity`) with that many stream workers (or tf.data threads);
+without `--cores` it runs one core, then all cores. Results in
+docs/benchmarks.md.
 """
 import argparse
+import atexit
 import dataclasses
 import datetime
 import json
@@ -36,6 +39,7 @@ import os
 import pathlib
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +63,10 @@ def measure_data(args) -> dict:
   import tasks  # pylint: disable=g-import-not-at-top  (registrations)
   from polyglot.data import pipeline  # pylint: disable=g-import-not-at-top
 
+  from polyglot.data import cache, tokenized  # pylint: disable=g-import-not-at-top
+  if args.cold:  # no token file to map: the build makes it
+    tokenized.STREAMS_DIR = f"streams-cold-{os.getpid()}"
+    atexit.register(shutil.rmtree, cache.cache_dir(tokenized.STREAMS_DIR), True)
   start = time.perf_counter()
   mixture = args.mixture
   if args.tokenized:  # read from the cache, registered from it alone (no text)
@@ -81,7 +89,9 @@ def measure_data(args) -> dict:
   state = it.get_state()
   it.set_state(state)
   restored = time.perf_counter()
+  corpus = getattr(getattr(it, "stream", None), "corpus", None)
   return {"mixture": mixture, "input": "tokenized" if args.tokenized else "text",
+          "cold": args.cold, "corpus_tokens": None if corpus is None else int(corpus.sizes.sum()),
           "tasks": len(getattr(pipeline.mixtures.get_provider(mixture), "tasks", [mixture])),
           "length": args.length, "batch_size": args.batch_size,
           "state_kb": round(len(state) / 1024, 1), "state_ms": round(1e3 * (restored - saved)),
@@ -149,11 +159,13 @@ def run_data(args) -> None:
       command += ["--tokenized", args.tokenized]
     if args.text_dir:
       command += ["--text_dir", args.text_dir]
+    if args.cold:
+      command += ["--cold"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
       sys.exit(done.stderr.strip().splitlines()[-1])
     r = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"| {r['mixture']} | {r['input']} | {r['tasks']} | {r['length']} | "
+    print(f"| {r['mixture']} | {r['input']}{', cold' if r['cold'] else ''} | {r['tasks']} | {r['length']} | "
           f"{r['batch_size']} | {r['cores']} | {r['build_s']} | {r['first_batch_s']} | "
           f"{r['state_kb']:,} | {r['state_ms']:,} | {r['tokens_per_s']:,} |")
 
@@ -635,6 +647,9 @@ def parser() -> cli.ArgumentParser:
                     help="read this tokenized cache (tools/cache_tasks.py) instead of --mixture")
   data.add_argument("--text_dir", "--text-dir", type=paths.resolve,
                     help="read this text directory (<language>.txt files) instead of --mixture")
+  data.add_argument("--cold", action="store_true",
+                    help="make the host's token file in the build (a fresh folder for it, "
+                    "removed after), instead of memory-mapping the one in $POLYGLOT_CACHE")
   data.add_argument("--length", type=cli.positive_int, default=512)
   data.add_argument("--batch_size", "--batch-size", type=cli.positive_int, default=32,
                     help="rows per batch")

@@ -25,12 +25,14 @@ the same fields, a pair per segment) or as "pairs" (`preprocessors.pair_rows`:
 (`make_sharded_iterator`) concatenates their batches in shard order, so the
 global batch is the same for any number of hosts.
 
-MLM training batches of a mixture read wholly from tokenized caches
-(`polyglot.data.tokenized`) are made by `streams.StreamIterator` instead: the
-same fields and rows of one whole sequence each, languages drawn per row, made
-by index in worker processes, its state a batch count and a counter per
-language (`polyglot.data.streams`). Everything else (text, TFDS, parallel
-corpora, validation splits) goes through tf.data as below.
+MLM training batches of a mixture of text corpora or tokenized caches
+(`polyglot.data.tokenized`) are made by `streams.StreamIterator` instead: each
+data shard's token streams are one local file, read from the cache or
+tokenized from the text once (`tokenized.load_corpus`); the same fields and
+rows of one whole sequence each, languages drawn per row, made by index in
+worker processes, its state a batch count and a counter per language
+(`polyglot.data.streams`). Everything else (TFDS, parallel corpora, validation
+splits) goes through tf.data as below.
 
 Determinism: every random choice is seeded from `shard_seed(seed, index)`
 (language sampling, shuffle, and stateless masking keyed by batch index), and
@@ -347,13 +349,13 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
 
 def _token_stream(cfg: PipelineConfig, shard_index: int, num_shards: int
                   ) -> streams.Stream | None:
-  """The stream of MLM training batches of a mixture read wholly from tokenized caches
+  """The stream of MLM training batches of a mixture of text corpora or tokenized caches
   (`polyglot.data.streams`); None for anything else (tf.data reads it)."""
   provider = mixtures.get_provider(cfg.mixture)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   tasks = [t for t in tasks if cfg.split in t.splits]
   if (cfg.split != "train" or cfg.features != "mlm" or not tasks
-      or not all(isinstance(t.source, tokenized.TokenizedSource) for t in tasks)):
+      or not all(map(tokenized.streamable, tasks))):
     return None
   rates = np.array([provider.get_rate(t) if isinstance(provider, seqio.Mixture) else 1.0
                     for t in tasks], np.float64)

@@ -386,9 +386,9 @@ class StreamIterator:
       saved = json.loads(state)
       identity, made, counts = saved["identity"], int(saved["made"]), saved["counts"]
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-      raise DataError("data iterator state is not a tokenized-stream state (it was saved by "
-                      "the tf.data pipeline, from raw text, or is damaged): resume with the "
-                      "data settings it was saved with") from None
+      raise DataError("data iterator state is unreadable as a token-stream state (it was "
+                      "saved by the tf.data pipeline, or is damaged): resume with the data "
+                      "settings it was saved with") from None
     if identity != json.loads(json.dumps(self._identity, sort_keys=True)):
       raise DataError(f"data iterator state was saved for {identity}, not {self._identity}: "
                       "restore with the settings it was saved with")

@@ -15,6 +15,15 @@ language is the raw one. Training reads those streams by index
 (`load_corpus`, `polyglot.data.streams`); the validation split is read by
 tf.data (`TokenizedSource`) and gives the raw pipeline's batches, bit for bit.
 
+Training from text without a cache makes the same streams on the host:
+`load_corpus` tokenizes the lines a data shard is dealt with SentencePiece's
+own threads (`_line_tokens`) into the same local token file, once per text,
+vocabulary and shard, so text and its cache train on the same batches. That
+costs one pass over the host's share of the text at the first start (about
+3M tokens/s per core, docs/benchmarks.md) and 4 bytes of local disk per
+token; the Beam cache does that pass once for all hosts, on as many workers
+as the runner has, for corpora that size makes slow to tokenize at each start.
+
 Layout (seqio's offline-cache format per task, so seqio's own reader,
 `Task.get_dataset(use_cached=True)` after `seqio.add_global_cache_dirs`,
 reads it too, in its own interleaved order):
@@ -39,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -62,6 +72,8 @@ COMPLETED = "COMPLETED"  # seqio's marker of a finished task cache
 PART_BYTES = 256 << 20   # text per shard: a unit of work for a Beam worker
 LINES_PER_READ = 256     # records parsed at once
 IN_MEMORY_BYTES = 1 << 20  # a task split at most this big is read whole when its stream is built
+LINES_PER_ENCODE = 1 << 14  # text lines tokenized at once, by every core
+STREAMS_DIR = "streams"     # the token files' folder in the local cache
 _FIX = "write it again with tools/cache_tasks.py --output_dir={dir}"
 
 
@@ -343,15 +355,50 @@ def _dealt_tokens(source: TokenizedSource, split: str,
     yield ids.numpy().astype(np.int32)
 
 
+def _line_tokens(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
+  """The tokens of the lines of text task `task`'s `split` that `shard` is dealt, int32, in
+  parts: each non-blank line's ids and `</s>`, as `preprocessors.tokenize_lines` makes them,
+  tokenized `LINES_PER_ENCODE` lines at a time by SentencePiece's threads (one per core)."""
+  source, vocabulary = task.source, task.output_features["targets"].vocabulary
+  lines = (line for r in source.ranges(split, PART_BYTES) for line in sources.read_range(r))
+  if sources.dealt(split, source.num_input_examples(split), shard):
+    lines = itertools.islice(lines, shard.index, None, shard.num_shards)
+  for batch in _batches(lines, LINES_PER_ENCODE):
+    ids, lengths = vocabulary.encode_many([line.strip() for line in batch])
+    yield np.insert(ids, np.cumsum(lengths), np.int32(vocabulary.eos_id))
+
+
+def _tokens(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
+  if isinstance(task.source, TokenizedSource):
+    return _dealt_tokens(task.source, split, shard)
+  return _line_tokens(task, split, shard)
+
+
+def _made_from(task: seqio.Task, split: str) -> list[Any]:
+  """What a task's token stream is made from: its cache's files, or its text and vocabulary."""
+  source = task.source
+  if isinstance(source, TokenizedSource):
+    return [task.name, source.task_dir, source._files[split], source._bytes[split],  # pylint: disable=protected-access
+            source.num_input_examples(split)]
+  vocabulary = task.output_features["targets"].vocabulary
+  return [task.name, source.fingerprint, source.num_input_examples(split),
+          _sha256(vocabulary.model_bytes)]
+
+
+def streamable(task: seqio.Task) -> bool:
+  """Whether `load_corpus` reads `task`: a tokenized cache's, or a text corpus's."""
+  return isinstance(task.source, (TokenizedSource, sources.LineSource))
+
+
 def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
                 ) -> streams.Corpus:
-  """The tokens of `tasks` (read from their caches) that data shard `shard` is dealt, one
-  stream per task: one flat int32 file in the local cache (`$POLYGLOT_CACHE/streams`),
-  written on first use and memory-mapped (a cache on a bucket is read once per host)."""
-  key = _sha256(json.dumps([FORMAT, split, shard.index, shard.num_shards, [
-      [t.name, t.source.task_dir, t.source._files[split], t.source._bytes[split],  # pylint: disable=protected-access
-       t.source.num_input_examples(split)] for t in tasks]]).encode())[:32]
-  directory = cache.cache_dir("streams")
+  """The tokens of `tasks` that data shard `shard` is dealt, one stream per task: one flat
+  int32 file in the local cache (`$POLYGLOT_CACHE/streams`), made on first use and
+  memory-mapped. A task's tokens are read from its cache (a cache on a bucket is read once
+  per host), or its text is tokenized (`_line_tokens`)."""
+  key = _sha256(json.dumps([FORMAT, split, shard.index, shard.num_shards,
+                            [_made_from(t, split) for t in tasks]]).encode())[:32]
+  directory = cache.cache_dir(STREAMS_DIR)
   tokens_path, index_path = directory / f"{key}.int32", directory / f"{key}.json"
   offsets = _read_json(index_path)
   if offsets is None or not tokens_path.exists() or tokens_path.stat().st_size != 4 * offsets[-1]:
@@ -360,7 +407,7 @@ def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
     try:
       with open(partial, "wb") as f:
         for task in tasks:
-          for part in _dealt_tokens(task.source, split, shard):
+          for part in _tokens(task, split, shard):
             f.write(part.tobytes())
             total += len(part)
           offsets.append(total)
