@@ -60,7 +60,7 @@ Command -> test (docs/benchmarks.md):
   train ... --attention cudnn ... (first GPU command)     = README's (test_benchmark_bf16_flash_...)
   scaling --model small --steps 3 --warmup 1              = README's scaling command once shortened
   python -c "... len(seqio...('embedded').tasks)"          test_embedded_mixture_has_630_tasks
-  tools/benchmark.py data --batches 64 --warmup 16         test_benchmark_data
+  tools/benchmark.py data --batches 5000 --warmup 100 --cold   test_benchmark_data
   tools/cache_tasks.py --output_dir=cache/embedded, data ... --tokenized cache/embedded
                                                            (same test)
   train --model base ... --objectives mlm,tlm,xlco          test_benchmark_of_three_objectives
@@ -313,9 +313,8 @@ COMMANDS: dict[str, Command] = {
         "python -c \"import tasks, seqio; "
         "print(len(seqio.get_mixture_or_task('embedded').tasks))\""),
     "bench_data": Command(
-        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16",
-        "the 630-language build (~40 s per row) -> one language's task, 2 batches of 4 x 64 "
-        "after 1",
+        ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 --cold",
+        "630 languages -> one language's task, 2 batches of 4 x 64 after 1",
         append=("--mixture", "embedded.swh_Latn", "--batches", "2", "--warmup", "1",
                 "--length", "64", "--batch_size", "4")),
     "cache_embedded": Command(
@@ -340,8 +339,17 @@ COMMANDS: dict[str, Command] = {
         replace=BENCH_DIR,
         append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
     "bench_data_udhr_text": Command(
-        ".venv/bin/python tools/benchmark.py data --batches 64 --warmup 16 "
-        "--text_dir /tmp/bench/udhr1000", "as bench_data, the test's folder",
+        ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 "
+        "--text_dir /tmp/bench/udhr1000 --cold", "as bench_data, the test's folder",
+        replace=BENCH_DIR,
+        append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
+    "bench_corpus_copies": Command(
+        ".venv/bin/python tools/benchmark.py corpus --languages 10 --copies 1000 "
+        "--output_dir /tmp/bench/udhr10x1000", "10 -> 2 languages, 1000 -> 3 copies, into "
+        "the test's folder", replace=BENCH_DIR, append=("--languages", "2", "--copies", "3")),
+    "bench_data_copies": Command(
+        ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 "
+        "--text_dir /tmp/bench/udhr10x1000 --cold", "as bench_data, the test's folder",
         replace=BENCH_DIR,
         append=("--batches", "2", "--warmup", "1", "--length", "64", "--batch_size", "4")),
     # ---- docs/scaling.md ----
@@ -366,6 +374,8 @@ SAME_AS = {
     "bfloat16 --attention cudnn --attention_dropout 0": "bench_flash",
     "python tools/benchmark.py scaling --model small --steps 3 --warmup 1": "bench_scaling",
     "python tools/plan_memory.py --model=large --mesh=fsdp=8 --batch=64 --seq=512": "plan_large",
+    ".venv/bin/python tools/benchmark.py data --batches 5000 --warmup 100 "
+    "--text_dir /tmp/bench/udhr1000": "bench_data_udhr_text",  # the same, without --cold
     README_HOSTS[0]: "tpu_pod",
     README_HOSTS[1]: "tpu_pod",
 }
@@ -617,6 +627,8 @@ def job_specs(r: Root) -> ct.Jobs:
       "cache_udhr": simple("cache_udhr", "bench_corpus"),
       "bench_data_udhr_tokenized": simple("bench_data_udhr_tokenized", "cache_udhr"),
       "bench_data_udhr_text": simple("bench_data_udhr_text", "bench_corpus"),
+      "bench_corpus_copies": simple("bench_corpus_copies"),
+      "bench_data_copies": simple("bench_data_copies", "bench_corpus_copies"),
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
@@ -969,7 +981,7 @@ def test_benchmark_data(jobs):
   lines = jobs.result("bench_data").ok().stdout.strip().splitlines()
   rows = [l.split(" | ") for l in lines[2:]]
   assert lines[0].startswith("| mixture | input | tasks | length | batch | cores |")
-  assert [r[:6] for r in rows] == [["| embedded.swh_Latn", "text",
+  assert [r[:6] for r in rows] == [["| embedded.swh_Latn", "text, cold",
                                     "1", "64", "4", c] for c in cores]
   assert "cached embedded_custom: 6 tasks" in jobs.result("cache_embedded").ok().stdout
   lines = jobs.result("bench_data_tokenized").ok().stdout.strip().splitlines()
@@ -982,16 +994,25 @@ needs_udhr = pytest.mark.skipif(not (ct.SHARED / "data" / "corpus").is_dir(),
 
 
 @needs_udhr
-@uses("bench_corpus", "cache_udhr", "bench_data_udhr_tokenized", "bench_data_udhr_text")
-def test_benchmark_data_on_the_shared_corpus_split_into_languages(jobs):
+@uses("bench_corpus", "cache_udhr", "bench_data_udhr_tokenized", "bench_data_udhr_text",
+      "bench_corpus_copies", "bench_data_copies")
+def test_benchmark_data_on_the_shared_corpus_split_into_languages(jobs, root):
   assert "12 languages from" in jobs.result("bench_corpus").ok().stdout
   assert "cached udhr1000: 12 tasks" in jobs.result("cache_udhr").ok().stdout
+  assert "2 languages from" in jobs.result("bench_corpus_copies").ok().stdout
+  copies = sorted((root.fs / "bench" / "udhr10x1000").glob("*.txt"))
+  assert len(copies) == 2
+  for copied in copies:  # the first 2 languages of the 12-language split, 3 times over
+    once = (root.fs / "bench" / "udhr1000" / copied.name).read_text(encoding="utf-8")
+    assert copied.read_text(encoding="utf-8") == once * 3
   cores = [str(c) for c in (1, len(os.sched_getaffinity(0)))]
-  for job, name, kind in (("bench_data_udhr_tokenized", "udhr1000_tokenized", "tokenized"),
-                          ("bench_data_udhr_text", "udhr1000", "text")):
+  for job, name, kind, count in (
+      ("bench_data_udhr_tokenized", "udhr1000_tokenized", "tokenized", "12"),
+      ("bench_data_udhr_text", "udhr1000", "text, cold", "12"),
+      ("bench_data_copies", "udhr10x1000", "text, cold", "2")):
     lines = jobs.result(job).ok().stdout.strip().splitlines()
     assert [l.split(" | ")[:6] for l in lines[2:]] == [
-        [f"| {name}", kind, "12", "64", "4", c] for c in cores], lines
+        [f"| {name}", kind, count, "64", "4", c] for c in cores], lines
 
 
 @uses("flops")

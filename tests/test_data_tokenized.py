@@ -65,8 +65,11 @@ def cached(raw, tmp_path_factory):
   return out, description
 
 
+@pytest.mark.parametrize("read_bytes", [7, sources.READ_BYTES])
 @pytest.mark.parametrize("task", ["tok_raw.eng_Latn", "tok_raw.swh_Latn"])
-def test_parts_of_a_text_file_hold_its_lines_once_in_order(raw, task):
+def test_parts_of_a_text_file_hold_its_lines_once_in_order(raw, task, read_bytes, monkeypatch):
+  """tf.data's lines, in parts cut anywhere, read in blocks that end anywhere."""
+  monkeypatch.setattr(sources, "READ_BYTES", read_bytes)
   source = seqio.get_mixture_or_task(task).source
   for split in ("validation", "train"):
     expected = list(source.get_dataset(split).as_numpy_iterator())

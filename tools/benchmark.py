@@ -100,12 +100,13 @@ def measure_data(args) -> dict:
           "tokens_per_s": round(tokens / seconds)}
 
 
-def split_corpus(source: str, count: int, output_dir: str) -> list[str]:
+def split_corpus(source: str, count: int, output_dir: str, copies: int = 1) -> list[str]:
   """A text directory of `count` languages made from the one at `source` (F files): file f
   is dealt into `parts` = ceil(count / F) + 1 parts by line (part k: lines k, k + parts, ..),
   and the parts are taken part by part, file by file, skipping parts of fewer than 8 lines;
   a part keeps its file's tag unless that is taken, then its code gets the first free
-  private-use script `Qaab`, `Qaac`, .. (the names say they are made up). -> the names."""
+  private-use script `Qaab`, `Qaac`, .. (the names say they are made up). Each file holds
+  its lines `copies` times over (a bigger corpus of the same text). -> the names."""
   from polyglot.data import languages, sources  # pylint: disable=g-import-not-at-top
   files = list(sources.discover_text_files(source).items())
   parts = -(-count // len(files)) + 1
@@ -126,7 +127,7 @@ def split_corpus(source: str, count: int, output_dir: str) -> list[str]:
       while name in names:  # a language written in several scripts has several files
         k += 1
         name = f"{code}_Qaa{chr(ord('a') + k)}"
-      (out / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+      (out / f"{name}.txt").write_text(("\n".join(lines) + "\n") * copies, encoding="utf-8")
       names.append(name)
   if len(names) < count:
     raise SystemExit(f"error: {source} gives {len(names)} parts of 8 lines or more, not "
@@ -135,7 +136,7 @@ def split_corpus(source: str, count: int, output_dir: str) -> list[str]:
 
 
 def run_corpus(args) -> None:
-  names = split_corpus(args.source, args.languages, args.output_dir)
+  names = split_corpus(args.source, args.languages, args.output_dir, args.copies)
   print(f"{args.output_dir}: {len(names)} languages from {args.source}")
 
 
@@ -662,6 +663,8 @@ def parser() -> cli.ArgumentParser:
   corpus = commands.add_parser("corpus", help="a text directory of N languages for `data`")
   corpus.add_argument("--languages", type=cli.positive_int, required=True)
   corpus.add_argument("--output_dir", "--output-dir", type=paths.resolve, required=True)
+  corpus.add_argument("--copies", type=cli.positive_int, default=1,
+                      help="write each language's lines this many times over")
   corpus.add_argument("--source", type=paths.resolve,
                       default=str(REPO.parent / "shared" / "data" / "corpus"),
                       help="the text directory split (default: the shared UDHR corpus)")

@@ -63,6 +63,7 @@ VALIDATION_EVERY = 20  # 1 line in 20 (5%) held out for eval loss
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
 _STATS_CACHE = "text_stats.json"
 _STATS_VERSION = 1  # bump when the statistics change meaning
+READ_BYTES = 4 << 20  # text read at a time from a range of a file
 
 
 def holdout_lines(num_lines: int, validation_every: int) -> int:
@@ -124,11 +125,16 @@ def _raw_lines(lines: LineRange) -> Iterator[bytes]:
     if lines.start:
       f.seek(lines.start - 1)
       f.readline()  # the line that began before `start` belongs to the range before
-    while f.tell() < lines.end:
-      line = f.readline()
-      if not line:
+    pos, carry = f.tell(), b""
+    while pos < lines.end:  # whole blocks, split at line breaks; `carry`: a line begun
+      block = f.read(min(READ_BYTES, lines.end - pos))
+      if not block:
         break
-      yield line.rstrip(b"\n")
+      pos += len(block)
+      *whole, carry = (carry + block).split(b"\n")
+      yield from whole
+    if carry:  # a line that begins before `end` and ends after it (or at the file's end)
+      yield carry + f.readline().rstrip(b"\n")
 
 
 def _byte_ranges(path: str, start: int, end: int, part_bytes: int) -> list[LineRange]:

@@ -1,8 +1,9 @@
-"""Training batches from tokenized corpora, made by index: numpy, in worker processes.
+"""Training batches from token streams, made by index: numpy, in worker processes.
 
-A data shard of a tokenized corpus (`polyglot.data.tokenized`) is a `Corpus`: every
-language's dealt lines, tokenized, concatenated into one stream of ids (one flat int32
-array, memory-mapped from the local cache). Batch `b` of a shard seeded `seed`:
+A data shard of a text corpus or of its tokenized cache is a `Corpus`: every language's
+dealt lines, tokenized, concatenated into one stream of ids (one flat int32 array,
+memory-mapped from the local cache: `tokenized.load_corpus`). Batch `b` of a shard
+seeded `seed`:
 
 1. Languages: each row draws its language at the mixture's rates (SplitMix64 keyed by
    `seed`, `b` and the row: `draw_languages`).

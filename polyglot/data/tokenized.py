@@ -17,7 +17,7 @@ tf.data (`TokenizedSource`) and gives the raw pipeline's batches, bit for bit.
 
 Training from text without a cache makes the same streams on the host:
 `load_corpus` tokenizes the lines a data shard is dealt with SentencePiece's
-own threads (`_line_tokens`) into the same local token file, once per text,
+own threads (`_tokens`) into the same local token file, once per text,
 vocabulary and shard, so text and its cache train on the same batches. That
 costs one pass over the host's share of the text at the first start (about
 3M tokens/s per core, docs/benchmarks.md) and 4 bytes of local disk per
@@ -188,7 +188,7 @@ def plan(mixture: str, out_dir: str, part_bytes: int = PART_BYTES) -> tuple[list
   check_part_bytes(part_bytes)
   tasks = _text_tasks(mixture)
   vocabulary = tasks[0].output_features["targets"].vocabulary
-  vocabulary_sha = _sha256(vocabulary.model_bytes)
+  vocabulary_sha = vocabulary.sha256
   identities = {t.name: _identity(t, vocabulary_sha) for t in tasks}
   parts = []
   for task in tasks:
@@ -221,7 +221,7 @@ def write(mixture: str, out_dir: str, pipeline_args: Sequence[str] = (),
   sizes, alpha = mixtures.corpus_settings(mixture)
   description = {
       "format": FORMAT, "name": mixture, "alpha": alpha,
-      "vocabulary": _sha256(vocabulary.model_bytes),
+      "vocabulary": vocabulary.sha256,
       "tasks": [{"name": t.name, "key": key, "size": sizes[key]}
                 for t, key in zip(tasks, sizes)]}
   for task in tasks:  # a task a worker failed to finish would be a partial cache
@@ -355,23 +355,46 @@ def _dealt_tokens(source: TokenizedSource, split: str,
     yield ids.numpy().astype(np.int32)
 
 
-def _line_tokens(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
-  """The tokens of the lines of text task `task`'s `split` that `shard` is dealt, int32, in
-  parts: each non-blank line's ids and `</s>`, as `preprocessors.tokenize_lines` makes them,
-  tokenized `LINES_PER_ENCODE` lines at a time by SentencePiece's threads (one per core)."""
-  source, vocabulary = task.source, task.output_features["targets"].vocabulary
+def _dealt_lines(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[bytes]:
+  """The non-blank lines of text task `task`'s `split` that `shard` is dealt, stripped."""
+  source = task.source
   lines = (line for r in source.ranges(split, PART_BYTES) for line in sources.read_range(r))
   if sources.dealt(split, source.num_input_examples(split), shard):
     lines = itertools.islice(lines, shard.index, None, shard.num_shards)
-  for batch in _batches(lines, LINES_PER_ENCODE):
-    ids, lengths = vocabulary.encode_many([line.strip() for line in batch])
-    yield np.insert(ids, np.cumsum(lengths), np.int32(vocabulary.eos_id))
+  return (line.strip() for line in lines)
 
 
-def _tokens(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
-  if isinstance(task.source, TokenizedSource):
-    return _dealt_tokens(task.source, split, shard)
-  return _line_tokens(task, split, shard)
+def _encode(vocabulary: vocab_lib.Vocabulary, lines: list[tuple[int, bytes]]
+            ) -> Iterator[tuple[int, np.ndarray]]:
+  """(task, line) pairs, in task order -> (task, its lines' ids, each line's followed by
+  `</s>`), as `preprocessors.tokenize_lines` makes them: one SentencePiece call for all."""
+  ids, lengths = vocabulary.encode_many([line for _, line in lines])
+  ids = np.insert(ids, np.cumsum(lengths), np.int32(vocabulary.eos_id))
+  owners = np.fromiter((i for i, _ in lines), np.int64, len(lines))
+  firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+  ends = np.cumsum(lengths + 1)[np.r_[firsts[1:], len(lines)] - 1]
+  yield from zip(owners[firsts].tolist(), np.split(ids, ends[:-1]))
+
+
+def _tokens(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
+            ) -> Iterator[tuple[int, np.ndarray]]:
+  """(i, tokens of task i that `shard` is dealt), in task order, a part at a time: read from
+  a cache, or tokenized from text `LINES_PER_ENCODE` lines at a time, of one language or of
+  many small ones, by SentencePiece's threads (one per core)."""
+  lines: list[tuple[int, bytes]] = []
+  for i, task in enumerate(tasks):
+    if isinstance(task.source, TokenizedSource):
+      yield from _encode(task.output_features["targets"].vocabulary, lines) if lines else ()
+      lines = []
+      yield from ((i, part) for part in _dealt_tokens(task.source, split, shard))
+      continue
+    for line in _dealt_lines(task, split, shard):
+      lines.append((i, line))
+      if len(lines) == LINES_PER_ENCODE:
+        yield from _encode(task.output_features["targets"].vocabulary, lines)
+        lines = []
+  if lines:
+    yield from _encode(tasks[-1].output_features["targets"].vocabulary, lines)
 
 
 def _made_from(task: seqio.Task, split: str) -> list[Any]:
@@ -382,7 +405,7 @@ def _made_from(task: seqio.Task, split: str) -> list[Any]:
             source.num_input_examples(split)]
   vocabulary = task.output_features["targets"].vocabulary
   return [task.name, source.fingerprint, source.num_input_examples(split),
-          _sha256(vocabulary.model_bytes)]
+          vocabulary.sha256]
 
 
 def streamable(task: seqio.Task) -> bool:
@@ -395,22 +418,21 @@ def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
   """The tokens of `tasks` that data shard `shard` is dealt, one stream per task: one flat
   int32 file in the local cache (`$POLYGLOT_CACHE/streams`), made on first use and
   memory-mapped. A task's tokens are read from its cache (a cache on a bucket is read once
-  per host), or its text is tokenized (`_line_tokens`)."""
+  per host), or its text is tokenized (`_tokens`)."""
   key = _sha256(json.dumps([FORMAT, split, shard.index, shard.num_shards,
                             [_made_from(t, split) for t in tasks]]).encode())[:32]
   directory = cache.cache_dir(STREAMS_DIR)
   tokens_path, index_path = directory / f"{key}.int32", directory / f"{key}.json"
   offsets = _read_json(index_path)
   if offsets is None or not tokens_path.exists() or tokens_path.stat().st_size != 4 * offsets[-1]:
-    offsets, total = [0], 0
+    sizes = np.zeros(len(tasks), np.int64)
     partial = directory / f"{key}.int32.{os.getpid()}.partial"
     try:
       with open(partial, "wb") as f:
-        for task in tasks:
-          for part in _tokens(task, split, shard):
-            f.write(part.tobytes())
-            total += len(part)
-          offsets.append(total)
+        for i, part in _tokens(tasks, split, shard):
+          f.write(part.tobytes())
+          sizes[i] += len(part)
+      offsets = [0, *np.cumsum(sizes).tolist()]
       os.replace(partial, tokens_path)
       paths.write_text(index_path, json.dumps(offsets))
     except OSError as e:

@@ -213,7 +213,12 @@ class Vocabulary(seqio.Vocabulary):
     return isinstance(other, Vocabulary) and self.model_bytes == other.model_bytes
 
   def __hash__(self) -> int:
-    return hash(hashlib.sha256(self.model_bytes).digest())
+    return hash(self.sha256)
+
+  @functools.cached_property
+  def sha256(self) -> str:
+    """The model's SHA-256, hex: what caches made with this vocabulary are keyed by."""
+    return hashlib.sha256(self.model_bytes).hexdigest()
 
   def __str__(self) -> str:
     return f"Vocabulary({self.name}, vocab_size={self.vocab_size})"
