@@ -850,8 +850,9 @@ def test_tpu_pod_dry_run_prints_the_worker_command(jobs, root):
 
 @uses("tpu_pod")
 def test_tpu_pod_command_on_two_processes_and_a_bucket(jobs, root):
-  """Both processes train one job; process 0 alone reports; the checkpoint and logs are in
-  the bucket, written by two processes."""
+  """Both processes train one job, attention through the splash kernel sharded over both;
+  process 0 alone reports; the checkpoint and logs are in the bucket, written by two
+  processes."""
   pytest.importorskip("gcp_storage_emulator")
   results, files = jobs.result("tpu_pod")
   for i, res in enumerate(results):
@@ -864,7 +865,12 @@ def test_tpu_pod_command_on_two_processes_and_a_bucket(jobs, root):
   assert "done:" not in results[1].stdout
   assert {"checkpoints/4/commit_success.txt", "config.gin", "metrics.jsonl"} <= set(files)
   assert any(k.startswith("checkpoints/4/params/ocdbt.process_1/") for k in files), sorted(files)
-  assert "MeshConfig.fsdp = 8" in files["config.gin"].decode()
+  config = files["config.gin"].decode()
+  assert "MeshConfig.fsdp = 8" in config
+  # The TPU mesh file's Pallas splash attention (interpret mode here), without dropout.
+  assert "model_preset.attention_impl = 'splash'" in config
+  assert "model_preset.attention_dropout_rate = 0.0" in config
+  assert "splash attention runs in Pallas interpret mode" in results[0].stderr
 
 
 @uses("slurm_dry_run", "tpu_dry_run")

@@ -118,13 +118,13 @@ def test_dropped_tokens_pass_through_the_block_residual():
   state = jit(lambda: nnx.state(encoder.Block(cfg, 1, rngs=nnx.Rngs(0))))()
   x = jax.random.normal(jax.random.key(0), (1, 16, cfg.hidden_size))
   valid = jnp.ones((1, 16), bool)
-  mask = encoder.attention_mask(valid.astype(jnp.int32))
+  segment_ids = valid.astype(jnp.int32)
 
   def run(state):
     block = nnx.merge(graphdef, state)
-    h = block.attention_norm(x + block.attention(x, mask, None))  # the feed-forward's input
+    h = block.attention_norm(x + block.attention(x, segment_ids, None))  # the feed-forward's input
     y, aux = block.feed_forward(h, None, valid)
-    out, _ = block(x, mask, None, valid)
+    out, _ = block(x, segment_ids, None, valid)
     return y[0], aux, out[0], block.output_norm(h)[0]  # LN(h + 0): the residual alone
 
   y, aux, out, passed = jit(run)(state)

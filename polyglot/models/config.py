@@ -16,7 +16,7 @@ DTYPES = ("float32", "bfloat16")
 # Names of `jax.checkpoint_policies` (or "none"/"full") accepted for `remat`.
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "nothing_saveable")
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 MOE_DISPATCH = ("capacity", "dropless")
 
 
@@ -88,9 +88,10 @@ class EncoderConfig:
   eos_id: int = 2
   dtype: str = "float32"              # compute dtype; parameters are always float32
   remat: str = "none"                 # a name in REMAT_POLICIES
-  # jax.nn.dot_product_attention implementation ("cudnn": flash attention, GPU, bf16).
-  # Attention dropout needs the probabilities, so training with
-  # attention_dropout_rate > 0 takes the explicit softmax path instead.
+  # jax.nn.dot_product_attention implementation ("cudnn": flash attention, GPU, bf16), or
+  # "splash": Pallas splash attention, TPU (polyglot/models/splash.py). Attention dropout
+  # needs the probabilities, so training with attention_dropout_rate > 0 takes the
+  # explicit softmax path instead.
   attention_impl: str = "xla"
   # Stack the blocks' parameters and run them with one jax.lax.scan (MaxText's name):
   # compile time stays flat with depth. A layout choice only: the same seed gives

@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from polyglot import sharding
-from polyglot.models import layers
+from polyglot.models import layers, splash
 from polyglot.models.config import EncoderConfig
 
 ACTIVATION_AXES = ("batch", "length", "embed")
@@ -109,7 +109,8 @@ class HeadProjection(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+  """Multi-head self-attention through `jax.nn.dot_product_attention`, or the Pallas splash
+  kernel (`attention_impl='splash'`, `polyglot.models.splash`)."""
 
   def __init__(self, d: int, h: int, *, attention_impl: str, dropout_rate: float,
                init_std: float, rngs: nnx.Rngs, dtype=jnp.float32):
@@ -124,13 +125,16 @@ class SelfAttention(nnx.Module):
     self.rate = dropout_rate
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, mask: jax.Array, rng: jax.Array | None) -> jax.Array:
-    """x: [b, l, d], mask: [b, 1, l, m] -> [b, l, d]."""
+  def __call__(self, x: jax.Array, segment_ids: jax.Array, rng: jax.Array | None) -> jax.Array:
+    """x: [b, l, d], segment_ids: [b, l] (0: padding) -> [b, l, d]."""
     q, k, v = self.query(x), self.key(x), self.value(x)  # [b, l, h, k] each
-    if rng is None or self.rate == 0.0:
-      y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self._impl())
+    if rng is not None and self.rate > 0.0:
+      y = self._attention_with_dropout(q, k, v, attention_mask(segment_ids), rng)
+    elif self.impl == "splash":
+      y = splash.attention(q, k, v, segment_ids)
     else:
-      y = self._attention_with_dropout(q, k, v, mask, rng)  # [b, l, h, k]
+      y = jax.nn.dot_product_attention(q, k, v, mask=attention_mask(segment_ids),
+                                       implementation=self._impl())
     out = jnp.einsum("blhk,hkd->bld", y, self.out_kernel[...].astype(self.dtype))
     return out + self.out_bias[...].astype(self.dtype)
 
@@ -184,11 +188,12 @@ class Block(nnx.Module):
                                         dtype=cfg.dtype)
     self.rate = cfg.dropout_rate
 
-  def __call__(self, x: jax.Array, mask: jax.Array, rng: jax.Array | None,
+  def __call__(self, x: jax.Array, segment_ids: jax.Array, rng: jax.Array | None,
                token_mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """x: [b, l, d], token_mask: [b, l] (False on padding: MoE skips it) -> ([b, l, d], aux)."""
+    """x: [b, l, d], segment_ids: [b, l], token_mask: [b, l] (False on padding: MoE skips
+    it) -> ([b, l, d], aux)."""
     r_attn, r_attn_out, r_ff, r_ff_out = layers.split_rng(rng, 4)
-    y = layers.dropout(self.attention(x, mask, r_attn), self.rate, r_attn_out)
+    y = layers.dropout(self.attention(x, segment_ids, r_attn), self.rate, r_attn_out)
     x = self.attention_norm(x + y)
     y, aux = self.feed_forward(x, r_ff, token_mask)
     x = self.output_norm(x + layers.dropout(y, self.rate, r_ff_out))
@@ -286,22 +291,21 @@ class Encoder(nnx.Module):
     """The blocks on embedded inputs: x [b, l, d], segment_ids [b, l], keys [L] or None."""
     x = sharding.constrain(x, ACTIVATION_AXES)
     run = self._scan if self.cfg.scan_layers else self._loop
-    last, hidden, aux = run(x, attention_mask(segment_ids), keys, segment_ids > 0,
-                            output_hidden_states)
+    last, hidden, aux = run(x, segment_ids, keys, segment_ids > 0, output_hidden_states)
     return EncoderOutput(last, (x, *hidden) if output_hidden_states else (), aux)
 
-  def _loop(self, x, mask, keys, token_mask,
+  def _loop(self, x, segment_ids, keys, token_mask,
             keep_hidden: bool) -> tuple[jax.Array, list[jax.Array], dict[str, jax.Array]]:
     """One block after the other; keys: [L] or None -> ([b, l, d], L x [b, l, d], aux)."""
     hidden, aux = [], {}
     for i, block in enumerate(self.layers):
-      x, block_aux = self._apply_block(block, x, mask, None if keys is None else keys[i],
-                                       token_mask)
+      x, block_aux = self._apply_block(block, x, segment_ids,
+                                       None if keys is None else keys[i], token_mask)
       aux = _sum_aux(aux, block_aux)
       hidden.append(x)
     return x, hidden if keep_hidden else [], aux
 
-  def _scan(self, x, mask, keys, token_mask,
+  def _scan(self, x, segment_ids, keys, token_mask,
             keep_hidden: bool) -> tuple[jax.Array, list[jax.Array], dict[str, jax.Array]]:
     """`jax.lax.scan` over groups of p blocks; keys: [L] or None; same outputs as `_loop`."""
     p = self.cfg.layer_period
@@ -313,8 +317,9 @@ class Encoder(nnx.Module):
       blocks = nnx.merge(graphdef, nnx.spmd.remove_axis(state, 0, _LAYERS_METADATA))
       hidden, aux = [], {}
       for j, block in enumerate(blocks):
-        x, block_aux = self._apply_block(block, x, mask, None if keys is None else keys[j],
-                                         token_mask, prevent_cse=False)
+        x, block_aux = self._apply_block(block, x, segment_ids,
+                                         None if keys is None else keys[j], token_mask,
+                                         prevent_cse=False)
         aux = _sum_aux(aux, block_aux)
         hidden.append(x)
       return x, (jnp.stack(hidden) if keep_hidden else None, aux)  # [p, b, l, d]
@@ -323,10 +328,10 @@ class Encoder(nnx.Module):
     aux = jax.tree.map(lambda a: a.sum(0), aux)  # [L / p, ...] -> [...]
     return x, list(hidden.reshape(-1, *x.shape)) if keep_hidden else [], aux
 
-  def _apply_block(self, block: Block, x, mask, rng, token_mask, *,
+  def _apply_block(self, block: Block, x, segment_ids, rng, token_mask, *,
                    prevent_cse: bool = True) -> tuple[jax.Array, dict[str, Any]]:
     if self.cfg.remat == "none":
-      return block(x, mask, rng, token_mask)
+      return block(x, segment_ids, rng, token_mask)
     # Inside a scan the loop already keeps XLA from merging recomputation (jax.checkpoint).
     return nnx.remat(lambda b, *a: b(*a), policy=_remat_policy(self.cfg.remat),
-                     prevent_cse=prevent_cse)(block, x, mask, rng, token_mask)
+                     prevent_cse=prevent_cse)(block, x, segment_ids, rng, token_mask)
