@@ -103,12 +103,18 @@ def test_cache_has_seqio_layout_and_sizes(cached):
 
 
 def _raw_chunks(language: str, count: int, shard_index: int, num_shards: int) -> list[tuple]:
-  """The first `count` training chunks (c = 22) of `language`'s raw text read by a shard:
-  tf.data's tokenizing and chunking of the text, the reference."""
-  cfg = pipeline.PipelineConfig("tok_raw", length=24, batch_size=1)
+  """The first `count` training chunks (c = 22) of `language`'s raw text read by a shard,
+  the reference: tf.data's tokenizing of every training line; the shard's contiguous block
+  of them (all, for a language of fewer lines than shards); their tokens repeated, cut."""
   task = seqio.get_mixture_or_task(f"tok_raw.{language}")
-  ds = pipeline._read_task(task, cfg, seqio.ShardInfo(shard_index, num_shards))  # pylint: disable=protected-access
-  return [tuple(x["targets"]) for x in ds.take(count).as_numpy_iterator()]
+  lines = [x["targets"] for x in preprocessors.tokenize_lines(
+      task.source.get_dataset("train"), task.output_features).as_numpy_iterator()]
+  n = len(lines)
+  if n >= num_shards:
+    lines = lines[shard_index * n // num_shards:(shard_index + 1) * n // num_shards]
+  tokens = np.concatenate(lines)
+  tokens = np.tile(tokens, -(-count * 22 // len(tokens)))
+  return [tuple(tokens[i * 22:(i + 1) * 22]) for i in range(count)]
 
 
 def _languages_of(batches, shard_index: int, num_shards: int) -> dict[str, list[tuple]]:
@@ -130,8 +136,8 @@ LANGUAGES = ("cmn_Hans", "eng_Latn", "swh_Latn")
 @pytest.mark.parametrize("shard", [(0, 1), (1, 2), (11, 12)])
 def test_training_gives_each_language_its_raw_chunks_in_order_at_the_rates(cached, shard,
                                                                            source):
-  """From the cache, or from the text tokenized into the token file; shard 11 of 12 is dealt
-  lines of `eng` and `swh` and reads `cmn` (10 lines) whole."""
+  """From the cache, or from the text tokenized into the token file; shard 11 of 12 reads
+  a block of the lines of `eng` and `swh` and all of `cmn` (10 lines)."""
   index, count = shard
   batches = _batches(source, 40, batch_size=50, shuffle_buffer=0, shard_index=index,
                      num_shards=count)
@@ -149,6 +155,19 @@ def test_training_gives_each_language_its_raw_chunks_in_order_at_the_rates(cache
   raw = seqio.get_mixture_or_task("tok_raw")
   assert ({t.name.split(".")[1]: mixture.get_rate(t) for t in mixture.tasks}
           == {t.name.split(".")[1]: raw.get_rate(t) for t in raw.tasks})
+
+
+def test_a_data_shard_reads_only_the_cache_files_of_its_block(cached, tmp_path, monkeypatch):
+  monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path))
+  read = []
+  tfrecords = tokenized._tfrecords
+  monkeypatch.setattr(tokenized, "_tfrecords", lambda path: read.append(path) or tfrecords(path))
+  task = seqio.get_mixture_or_task("tok_cached.eng_Latn")
+  files = task.source.files["train"]
+  for index in range(2):
+    read.clear()
+    tokenized.load_corpus([task], "train", seqio.ShardInfo(index, 2))
+    assert 0 < len(read) <= len(files) // 2 + 1 and read == sorted(read), (read, files)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"shard_index": 1, "num_shards": 2}])

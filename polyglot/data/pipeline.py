@@ -10,9 +10,9 @@
                                  batch_size=8)   # shards 2 and 3: 16 rows
 
 Per data shard (by default one per JAX process): the seqio mixture, read
-from shard `ShardInfo(index, num_shards)` (each language's files are dealt
-to shards, or its lines when it has fewer files than shards: `sources.dealt`;
-a training split with fewer lines than shards is read whole by each) -> language
+from shard `ShardInfo(index, num_shards)` (each language's lines are dealt to
+shards in turn: `sources.dealt`; a training split with fewer lines than
+shards is read whole by each) -> language
 sampling at the mixture's rates -> a shuffle buffer of chunks ->
 `MlmFeatureConverter` (`<s> chunk </s>`, packing) -> batches of
 `batch_size` rows -> masking of the whole batch (`masking.mask_batch`, keyed by
@@ -27,8 +27,9 @@ global batch is the same for any number of hosts.
 
 MLM training batches of a mixture of text corpora or tokenized caches
 (`polyglot.data.tokenized`) are made by `streams.StreamIterator` instead: each
-data shard's token streams are one local file, read from the cache or
-tokenized from the text once (`tokenized.load_corpus`); the same fields and
+data shard's token streams (a contiguous block of each language's lines) are
+one local file, read from the cache or tokenized from the text once
+(`tokenized.load_corpus`); the same fields and
 rows of one whole sequence each, languages drawn per row, made by index in
 worker processes, its state a batch count and a counter per language
 (`polyglot.data.streams`). Everything else (TFDS, parallel corpora, validation

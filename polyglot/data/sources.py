@@ -81,6 +81,14 @@ def dealt(split: str, num_lines: int | None, shard: seqio.ShardInfo | None) -> b
   return split != "train" or num_lines is None or num_lines >= shard.num_shards
 
 
+def dealt_block(num_lines: int, shard: seqio.ShardInfo) -> tuple[int, int]:
+  """The lines [start, stop) of `num_lines` that data shard `shard` reads into its token
+  streams (`tokenized.load_corpus`, when `dealt`): a contiguous block, so that a host reads
+  only the part of a tokenized cache that holds it. (tf.data deals lines in turn.)"""
+  return (shard.index * num_lines // shard.num_shards,
+          (shard.index + 1) * num_lines // shard.num_shards)
+
+
 def non_blank(lines: tf.data.Dataset) -> tf.data.Dataset:
   """The lines with text: a blank line adds no token, and lines are dealt to shards after
   this (so that a shard is never dealt only blank ones, as from a file of paragraphs

@@ -1,9 +1,9 @@
 """Training batches from token streams, made by index: numpy, in worker processes.
 
 A data shard of a text corpus or of its tokenized cache is a `Corpus`: every language's
-dealt lines, tokenized, concatenated into one stream of ids (one flat int32 array,
-memory-mapped from the local cache: `tokenized.load_corpus`). Batch `b` of a shard
-seeded `seed`:
+block of lines (`sources.dealt_block`), tokenized, concatenated into one stream of ids
+(one flat int32 array, memory-mapped from the local cache: `tokenized.load_corpus`).
+Batch `b` of a shard seeded `seed`:
 
 1. Languages: each row draws its language at the mixture's rates (SplitMix64 keyed by
    `seed`, `b` and the row: `draw_languages`).
@@ -53,7 +53,7 @@ from polyglot.errors import DataError
 
 BLOCK_TOKENS = 1 << 17     # tokens a worker makes at a time
 IN_FLIGHT = 4              # blocks requested ahead from each worker
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2  # 2: data shards read blocks of lines (`sources.dealt_block`)
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)  # SplitMix64's increment
 _DRAW_TAG = _U64(0x6C616E6775616765)  # the language draws' stream of a seed

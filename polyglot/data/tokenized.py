@@ -9,11 +9,13 @@ with `--runner=...`) that splits every task of the mixture into parts (byte
 ranges of a text file, cut where lines start, or runs of in-memory lines),
 tokenizes each part with the task's own tokenizer and writes it as one TFRecord
 shard. A part is a shard, so reading a task's shards in order reads its lines
-in file order (one record per non-blank line, so that lines are dealt to data
-shards as the text's are: `sources.dealt`): a data shard's token stream of a
-language is the raw one. Training reads those streams by index
-(`load_corpus`, `polyglot.data.streams`); the validation split is read by
-tf.data (`TokenizedSource`) and gives the raw pipeline's batches, bit for bit.
+in file order, one record per non-blank line. Training reads a data shard's
+token streams by index (`load_corpus`, `polyglot.data.streams`): each data
+shard takes a contiguous block of each language's lines (`sources.dealt_block`),
+so a host reads only the cache files that hold its blocks. The validation
+split is read by tf.data (`TokenizedSource`), which deals lines to data shards
+in turn as it does the text's (`sources.dealt`), and gives the raw pipeline's
+batches, bit for bit.
 
 Training from text without a cache makes the same streams on the host:
 `load_corpus` tokenizes the lines a data shard is dealt with SentencePiece's
@@ -74,6 +76,7 @@ LINES_PER_READ = 256     # records parsed at once
 IN_MEMORY_BYTES = 1 << 20  # a task split at most this big is read whole when its stream is built
 LINES_PER_ENCODE = 1 << 14  # text lines tokenized at once, by every core
 STREAMS_DIR = "streams"     # the token files' folder in the local cache
+STREAMS_FORMAT = 2          # of the token files; 2: a shard reads a block of lines
 _FIX = "write it again with tools/cache_tasks.py --output_dir={dir}"
 
 
@@ -297,11 +300,14 @@ class TokenizedSource(seqio.DataSource):
   text is (`pipeline._read_task`), so either gives one host the same stream.
   """
 
-  def __init__(self, task_dir: str, stats: Mapping[str, dict[str, Any]]):
+  def __init__(self, task_dir: str, stats: Mapping[str, dict[str, Any]], written: str = ""):
     self.task_dir = task_dir
-    self._files = {split: [paths.join(task_dir, s["name"]) for s in st["shards"]]
-                   for split, st in stats.items()}
-    self._bytes = {split: sum(s["bytes"] for s in st["shards"]) for split, st in stats.items()}
+    self.written = written  # changes when the cache is written again (its mixture.json's key)
+    self.files = {split: [paths.join(task_dir, s["name"]) for s in st["shards"]]
+                  for split, st in stats.items()}   # each split's shards, in line order
+    self.records = {split: [s["records"] for s in st["shards"]]
+                    for split, st in stats.items()}  # their lines
+    self.bytes = {split: sum(s["bytes"] for s in st["shards"]) for split, st in stats.items()}
     super().__init__(splits=tuple(stats),
                      num_input_examples={split: st["examples"] for split, st in stats.items()},
                      caching_permitted=False)
@@ -325,15 +331,15 @@ class TokenizedSource(seqio.DataSource):
       return {"targets": tf.cast(ids, tf.int32)}
 
     dealt = sources.dealt(split, self.num_input_examples(split), shard_info)
-    if self._bytes[split] > IN_MEMORY_BYTES:
-      records = tf.data.TFRecordDataset(self._files[split])
+    if self.bytes[split] > IN_MEMORY_BYTES:
+      records = tf.data.TFRecordDataset(self.files[split])
       if dealt:
         records = records.shard(shards, shard_info.index)
       return records.batch(LINES_PER_READ).map(tokens)
     # A small language is read now, whole: a stream that repeats it would otherwise reopen
     # its files every few chunks. Read without tf.data, whose functions would be traced
     # again for each of a thousand languages.
-    serialized = [r for f in self._files[split] for r in _tfrecords(f)]
+    serialized = [r for f in self.files[split] for r in _tfrecords(f)]
     if dealt:
       serialized = serialized[shard_info.index::shards]
     return tf.data.Dataset.from_tensors(tokens(tf.constant(serialized, tf.string,
@@ -345,23 +351,35 @@ class TokenizedSource(seqio.DataSource):
 
 def _dealt_tokens(source: TokenizedSource, split: str,
                   shard: seqio.ShardInfo) -> Iterator[np.ndarray]:
-  """The tokens of the lines of `split` that `shard` is dealt, int32, in parts."""
-  serialized = [r for f in source._files[split] for r in _tfrecords(f)]  # pylint: disable=protected-access
-  if sources.dealt(split, len(serialized), shard):
-    serialized = serialized[shard.index::shard.num_shards]
+  """The tokens of the lines of `split` that `shard` reads (`_block`), int32, in parts: only
+  the cache's files that hold them are read."""
+  counts = source.records[split]  # records (lines) per file
+  start, stop = _block(split, sum(counts), shard)
   spec = {"targets": tf.io.RaggedFeature(tf.int64)}
-  for i in range(0, len(serialized), 1 << 16):
-    ids = tf.io.parse_example(serialized[i:i + (1 << 16)], spec)["targets"].flat_values
-    yield ids.numpy().astype(np.int32)
+  for path, first, count in zip(source.files[split], np.cumsum([0, *counts]), counts):
+    if first < stop and start < first + count:
+      serialized = list(itertools.islice(_tfrecords(path), max(start - first, 0),
+                                         min(stop - first, count)))
+      for i in range(0, len(serialized), 1 << 16):
+        ids = tf.io.parse_example(serialized[i:i + (1 << 16)], spec)["targets"].flat_values
+        yield ids.numpy().astype(np.int32)
+
+
+def _block(split: str, num_lines: int, shard: seqio.ShardInfo) -> tuple[int, int]:
+  """The lines [start, stop) of a task's split that `shard`'s token streams hold: its
+  `sources.dealt_block`, or all of them."""
+  if sources.dealt(split, num_lines, shard):
+    return sources.dealt_block(num_lines, shard)
+  return 0, num_lines
 
 
 def _dealt_lines(task: seqio.Task, split: str, shard: seqio.ShardInfo) -> Iterator[bytes]:
-  """The non-blank lines of text task `task`'s `split` that `shard` is dealt, stripped."""
+  """The non-blank lines of text task `task`'s `split` that `shard` reads (`_block`),
+  stripped."""
   source = task.source
   lines = (line for r in source.ranges(split, PART_BYTES) for line in sources.read_range(r))
-  if sources.dealt(split, source.num_input_examples(split), shard):
-    lines = itertools.islice(lines, shard.index, None, shard.num_shards)
-  return (line.strip() for line in lines)
+  return (line.strip() for line in itertools.islice(
+      lines, *_block(split, source.num_input_examples(split), shard)))
 
 
 def _encode(vocabulary: vocab_lib.Vocabulary, lines: list[tuple[int, bytes]]
@@ -401,8 +419,8 @@ def _made_from(task: seqio.Task, split: str) -> list[Any]:
   """What a task's token stream is made from: its cache's files, or its text and vocabulary."""
   source = task.source
   if isinstance(source, TokenizedSource):
-    return [task.name, source.task_dir, source._files[split], source._bytes[split],  # pylint: disable=protected-access
-            source.num_input_examples(split)]
+    return [task.name, source.task_dir, source.written, source.files[split],
+            source.bytes[split], source.num_input_examples(split)]
   vocabulary = task.output_features["targets"].vocabulary
   return [task.name, source.fingerprint, source.num_input_examples(split),
           vocabulary.sha256]
@@ -415,11 +433,12 @@ def streamable(task: seqio.Task) -> bool:
 
 def load_corpus(tasks: Sequence[seqio.Task], split: str, shard: seqio.ShardInfo
                 ) -> streams.Corpus:
-  """The tokens of `tasks` that data shard `shard` is dealt, one stream per task: one flat
-  int32 file in the local cache (`$POLYGLOT_CACHE/streams`), made on first use and
-  memory-mapped. A task's tokens are read from its cache (a cache on a bucket is read once
-  per host), or its text is tokenized (`_tokens`)."""
-  key = _sha256(json.dumps([FORMAT, split, shard.index, shard.num_shards,
+  """The tokens of `tasks` that data shard `shard` reads (each task's block of lines,
+  `sources.dealt_block`), one stream per task: one flat int32 file in the local cache
+  (`$POLYGLOT_CACHE/streams`), made on first use and memory-mapped. A task's tokens are read
+  from the files of its cache that hold the block (once per host, from a bucket too), or
+  its text is tokenized (`_tokens`)."""
+  key = _sha256(json.dumps(["streams", STREAMS_FORMAT, split, shard.index, shard.num_shards,
                             [_made_from(t, split) for t in tasks]]).encode())[:32]
   directory = cache.cache_dir(STREAMS_DIR)
   tokens_path, index_path = directory / f"{key}.int32", directory / f"{key}.json"
@@ -479,6 +498,7 @@ def register(path: str, *, name: str | None = None, alpha: float | None = None,
                     f"{vocabulary.name}: tokenize the corpus again with that vocabulary "
                     "(tools/cache_tasks.py), or drop the vocabulary setting")
   name = name or f"{description['name']}_tokenized"
+  written = cache.file_key(paths.join(path, MIXTURE_FILE))  # the write job's last file
   task_sources, sizes = {}, {}
   for task in description["tasks"]:
     problem = _task_problem(path, task["name"], vocabulary_sha=description["vocabulary"])
@@ -488,7 +508,7 @@ def register(path: str, *, name: str | None = None, alpha: float | None = None,
     splits = [p.name[len("stats."):-len(".json")] for p in paths.Path(task_dir).iterdir()
               if p.name.startswith("stats.")]
     stats = {s: _read_json(seqio.utils.get_cached_stats_path(task_dir, s)) for s in sorted(splits)}
-    task_sources[task["key"]] = TokenizedSource(task_dir, stats)
+    task_sources[task["key"]] = TokenizedSource(task_dir, stats, written)
     sizes[task["key"]] = task["size"]
   if alpha is None:
     alpha = description["alpha"]
