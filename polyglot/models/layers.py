@@ -55,8 +55,10 @@ def dropout_bits(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
   """uint32 `shape`: 32 random bits per element, a hash of the key and the element's index.
 
   Elementwise integer arithmetic on indices (`iota`), which XLA fuses into the op that
-  uses the mask: on a CPU, threefry's `jax.random.bernoulli` cost a quarter of the `small`
-  preset's train step (docs/benchmarks.md), this costs a few percent. The index is (row,
+  uses the mask: on a CPU, threefry's `jax.random.bernoulli` cost 12 to 24% of the `small`
+  preset's forward and backward, these masks too little to measure (docs/benchmarks.md,
+  "Train step"). MurmurHash3's finalizer is not a cryptographic generator: dropout needs
+  rates and independence, which `tests/test_dropout.py` checks. The index is (row,
   column) over [shape[0], the rest], so arrays of 2^32 elements and more get distinct bits
   per row; a hash of the key and the row keys each row. Like the iota it is computed from,
   the mask is the same however the array is sharded.
