@@ -919,8 +919,8 @@ PLANS = {
                    {"params": 0.26, "optimizer": 0.52, "temp": 21.2, "peak": 22.0}),
     "plan_moe_e8": ("model=moe_large_e64 layers=24", "64x512",
                     {"params": 4.72, "optimizer": 9.43, "temp": 32.0, "peak": 46.2}),
-    "plan_layers_1": ("model=large layers=1", "64x512", {"temp": 4.5}),
-    "plan_remat_bf16": ("dtype=bfloat16 remat=full", "64x512", {"temp": 5.0}),
+    "plan_layers_1": ("model=large layers=1", "64x512", {"temp": 4.2}),
+    "plan_remat_bf16": ("dtype=bfloat16 remat=full", "64x512", {"temp": 4.6}),
 }
 
 

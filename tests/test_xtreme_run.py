@@ -261,13 +261,15 @@ def test_fine_tuning_learns_a_keyword_rule_and_keeps_the_best_dev_step(spm_model
     return finetune.Split("en", name, ex, finetune.featurize(spec, ex, tok, 32,
                                                              training=name == "train"))
 
-  hp = TaskHparams(learning_rate=3e-3, batch_size=8, max_seq_length=32, max_steps=40,
-                   eval_every_steps=10, warmup_steps=4)
+  # 60 steps: at 40, 2 of 16 seeds (data and dropout) stayed below 90 with either
+  # dropout RNG (threefry's or layers.dropout_bits); at 60, none did.
+  hp = TaskHparams(learning_rate=3e-3, batch_size=8, max_seq_length=32, max_steps=60,
+                   eval_every_steps=15, warmup_steps=4)
   train, dev = split(64, "train"), split(32, "dev")
   tm = finetune.task_model(spec, cfg, run.make_mesh(None))
   encoder = jax.device_put(tiny_params(cfg)["encoder"])
   result = finetune.fine_tune(spec, tm, hp, encoder, train, dev, tok, rows=16)
-  assert result.num_steps == 40 and result.step in (10, 20, 30, 40)
+  assert result.num_steps == 60 and result.step in (15, 30, 45, 60)
   assert result.dev_score >= 90.0
   assert finetune.evaluate(spec, tm, result.params, dev, hp, 16, tok)["accuracy"] == (
       result.dev_score)
