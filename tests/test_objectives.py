@@ -62,7 +62,9 @@ def _trainer_before_objectives() -> types.ModuleType:
 
 def test_mlm_step_is_bit_identical_to_the_step_before_objectives():
   """Same batch, seed and dropout: 2 microbatches, prediction gather, AdamW; params,
-  optimizer state and loss equal to the bit."""
+  optimizer state, gradient norm and accuracy equal to the bit. The loss value is equal to
+  float32 rounding: accuracy no longer takes an argmax, and XLA fuses the loss's sum with
+  the new pass in another order (its gradients are untouched)."""
   old = _trainer_before_objectives()
   graphdef, state = nnx.split(models.MaskedLM(CFG, rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(state)
@@ -77,8 +79,10 @@ def test_mlm_step_is_bit_identical_to_the_step_before_objectives():
     batch = mlm_batch(seed=i)
     s_old, m_old = old_step(s_old, batch, jax.random.key(3))
     s_new, m_new = new_step(s_new, {"mlm": batch}, jax.random.key(3))
-    for name in ("loss", "mlm_loss", "mlm_accuracy", "grad_norm"):
+    for name in ("mlm_accuracy", "grad_norm"):
       assert np.array_equal(m_old[name], m_new[name]), name
+    for name in ("loss", "mlm_loss"):
+      np.testing.assert_allclose(m_new[name], m_old[name], rtol=5e-7, err_msg=name)
   for a, b in zip(jax.tree.leaves((s_old.params, s_old.opt_state)),
                   jax.tree.leaves((s_new.params, s_new.opt_state)), strict=True):
     assert np.array_equal(a, b)

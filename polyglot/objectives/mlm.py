@@ -53,7 +53,10 @@ def mlm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
   log_z = jax.nn.logsumexp(logits, axis=-1)                                   # [b, l]
   target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]  # [b, l]
   ce = (log_z - target_logit) * weights
-  correct = (jnp.argmax(logits, -1) == targets) * weights
+  # Correct when no logit exceeds the target's (a tie counts): a compare-and-any pass that
+  # XLA:CPU vectorises, where argmax's (value, index) reduction cost 2.5% of `small`'s step.
+  beaten = (logits > jax.lax.stop_gradient(target_logit)[..., None]).any(-1)  # [b, l]
+  correct = jnp.logical_not(beaten) * weights
   loss = ce.sum() / total_weight
   metrics = {"mlm_loss": loss, "mlm_accuracy": correct.sum() / total_weight}
   if z_loss_weight:
