@@ -24,6 +24,7 @@ import gin
 from polyglot import checkpoint, objectives, optimizer, sharding
 from polyglot import train as train_lib
 from polyglot.errors import ConfigError
+from polyglot.eval import languages as languages_lib
 from polyglot.eval.xtreme import hparams as xtreme_hparams
 from polyglot.models import config as model_config
 
@@ -111,6 +112,7 @@ MoEConfig = _register(model_config.MoEConfig)
 model_preset = _register(model_config.preset, "model_preset")
 OptimConfig = _register(optimizer.OptimConfig)
 LossConfig = _register(objectives.LossConfig)
+LanguageEvalConfig = _register(languages_lib.LanguageEvalConfig)
 MLM = _register(objectives.MLM)
 TLM = _register(objectives.TLM)
 XLCo = _register(objectives.XLCo)

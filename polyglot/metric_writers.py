@@ -36,7 +36,7 @@ def rows_through(text: str, step: int) -> str:
   return "".join(kept)
 
 
-def _unwritable(path: str, e: OSError) -> PolyglotError:
+def unwritable(path: str, e: OSError) -> PolyglotError:
   return PolyglotError(f"cannot write {path} ({e.strerror or e}): free space or fix the "
                        "permissions, then run the same command to resume from the last "
                        "checkpoint")
@@ -60,7 +60,7 @@ class MetricWriter:
         self._tb = SummaryWriter(paths.join(workdir, "tensorboard"))
         self._jsonl = paths.TextAppender(self.path)
       except OSError as e:
-        raise _unwritable(self.path, e) from e
+        raise unwritable(self.path, e) from e
 
   def _truncate(self, step: int) -> None:
     p = paths.Path(self.path)
@@ -80,7 +80,7 @@ class MetricWriter:
       self._jsonl.write(json.dumps({"step": step, "split": prefix, **clean}) + "\n")
       self._jsonl.flush()
     except OSError as e:
-      raise _unwritable(self.path, e) from e
+      raise unwritable(self.path, e) from e
 
   def text(self, tag: str, text: str, step: int = 0) -> None:
     if self.enabled:
@@ -94,7 +94,7 @@ class MetricWriter:
         self._tb.flush()
         self._jsonl.flush(force=True)
       except OSError as e:
-        raise _unwritable(self.path, e) from e
+        raise unwritable(self.path, e) from e
 
   def close(self) -> None:
     """Closes the files; a failure to write their last lines is logged (the run is
@@ -104,7 +104,7 @@ class MetricWriter:
         self._tb.close()
         self._jsonl.close()
       except OSError as e:
-        logging.getLogger(__name__).warning("%s", _unwritable(self.path, e))
+        logging.getLogger(__name__).warning("%s", unwritable(self.path, e))
 
 
 def format_duration(seconds: float) -> str:

@@ -17,6 +17,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from polyglot import checkpoint as ckpt_lib
 from polyglot import api, lock, metric_writers, models, objectives, optimizer, paths, sharding
 from polyglot import trainer
 from polyglot.errors import CheckpointError, ConfigError, DataError, PolyglotError
+from polyglot.eval import languages as languages_lib
 
 log = logging.getLogger("polyglot.train")
 
@@ -90,6 +92,7 @@ class RunConfig:
   # What the run optimises, each on its own data (polyglot.objectives): gin
   # `RunConfig.objectives = [@MLM(), @TLM(), @XLCo()]`.
   objectives: tuple = (objectives.MLM(),)
+  languages: languages_lib.LanguageEvalConfig = languages_lib.LanguageEvalConfig()
 
   def __post_init__(self):
     rate = self.loss.prediction_rate
@@ -487,6 +490,7 @@ class Logs:
   """Where a run reports: metrics.jsonl and TensorBoard, and the console line."""
   writer: metric_writers.MetricWriter
   progress: metric_writers.Progress
+  workdir: str
 
 
 def open_logs(workdir: str, gin_config: str, run: RunConfig, start: int) -> Logs:
@@ -498,7 +502,7 @@ def open_logs(workdir: str, gin_config: str, run: RunConfig, start: int) -> Logs
     paths.write_text(paths.join(workdir, "config.gin"), gin_config)
     writer.text("config", gin_config)
   progress = metric_writers.Progress(run.train.num_steps, enabled=primary)
-  return Logs(writer, progress)
+  return Logs(writer, progress, workdir)
 
 
 def log_train(logs: Logs, job: Job, window: Window, step: int,
@@ -562,6 +566,87 @@ class Evaluator:
     return {k: v / n for k, v in totals.items()} if n else {}
 
 
+class LanguageEvaluator:
+  """MLM loss and accuracy per language on held-out rows (`polyglot.data.heldout`,
+  `polyglot.eval.languages`): `rows_per_language` rows of every language per data shard.
+
+  Each data shard's rows are made once, from its block of the validation lines. Hosts run
+  the same number of batches (the most any data shard needs, agreed by an allgather),
+  padded with rows that hold no token; the jitted step sums each language's loss, correct
+  predictions and tokens over the global batch, so the totals are global on every host.
+  """
+
+  def __init__(self, job: "Job", data: objectives.DataSpec, cfg: languages_lib.LanguageEvalConfig,
+               tasks: list, sizes: list[float]):
+    from polyglot.data import heldout, tokenized  # pylint: disable=g-import-not-at-top
+    from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
+    import seqio  # pylint: disable=g-import-not-at-top
+    tc = job.run.train
+    self.cfg, self.sizes = cfg, sizes
+    rows_sharding = jax.sharding.NamedSharding(job.batch_sharding.mesh,
+                                               jax.sharding.PartitionSpec(job.batch_sharding.spec[0]))
+    self.shardings = {k: rows_sharding if k == "languages" else job.batch_sharding
+                      for k in heldout.FIELDS}
+    self.names = [language_key(data.mixture, t.name) for t in tasks]
+    vocabulary = tasks[0].output_features["targets"].vocabulary
+    shards, num = host_shards(tc, data.batch_size)
+    pipeline = _data_lib()[1]
+    rows = [heldout.language_rows(
+        tokenized.load_corpus(tasks, "validation", seqio.ShardInfo(s, num)),
+        length=data.seq_len, rows_per_language=cfg.rows_per_language,
+        seed=pipeline.shard_seed(tc.seed, s),
+        mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking),
+        mask_id=vocabulary.mask_id, word_start=vocabulary.word_start) for s in shards]
+    rows_per_shard = data.batch_size // num
+    count = max(heldout.num_batches(r, rows_per_shard) for r in rows)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      count = int(multihost_utils.process_allgather(np.int32(count)).max())
+    parts = [heldout.batches(r, rows_per_shard, count) for r in rows]
+    self.batches = [{k: np.concatenate([p[i][k] for p in parts]) for k in heldout.FIELDS}
+                    for i in range(count)]
+    self.fn = jax.jit(functools.partial(
+        objectives.mlm.language_sums, graphdef=job.setup.graphdef,
+        loss_cfg=job.run.loss, num_languages=len(tasks)),
+        in_shardings=(job.setup.shardings.params, self.shardings))
+
+  @classmethod
+  def make(cls, job: "Job", cfg: languages_lib.LanguageEvalConfig) -> "LanguageEvaluator | None":
+    """The evaluator of the run's MLM objective; None when it is disabled or the mixture is
+    no text corpus or tokenized cache with a validation split."""
+    mlm = next((o for o in job.objectives if o.name == "mlm"), None)
+    if not cfg.rows_per_language or not job.run.train.eval_every or mlm is None:
+      return None
+    mixtures, _ = _data_lib()
+    from polyglot.data import tokenized  # pylint: disable=g-import-not-at-top
+    provider = mixtures.get_provider(mlm.data.mixture)
+    tasks = [t for t in getattr(provider, "tasks", [provider]) if "validation" in t.splits]
+    if not tasks or not all(map(tokenized.streamable, tasks)):
+      log.info("no per-language evaluation: %s is no text corpus or tokenized cache with a "
+               "validation split", mlm.data.mixture)
+      return None
+    try:
+      by_key, _ = mixtures.corpus_settings(mlm.data.mixture)
+      sizes = [float(by_key[language_key(mlm.data.mixture, t.name)]) for t in tasks]
+    except (DataError, KeyError):
+      sizes = [float(t.source.num_input_examples("train")) for t in tasks]
+    return cls(job, mlm.data, cfg, tasks, sizes)
+
+  def __call__(self, params) -> dict[str, Any]:
+    """The table (`languages_lib.table`) of `params` on the held-out rows."""
+    totals = None
+    for batch in self.batches:
+      sums = self.fn(params, {k: jax.make_array_from_process_local_data(self.shardings[k], v)
+                              for k, v in batch.items()})
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    return languages_lib.table(self.names, self.sizes, jax.device_get(totals), self.cfg)
+
+
+def language_key(mixture: str, task_name: str) -> str:
+  """A mixture's task name without the mixture's prefix: its language id."""
+  return task_name[len(mixture) + 1:] if task_name.startswith(mixture + ".") else task_name
+
+
 def has_validation(mixture: str) -> bool:
   mixtures, _ = _data_lib()
   return "validation" in mixtures.get_provider(mixture).splits
@@ -598,6 +683,8 @@ def loop(job: Job, state, data, start: int, logs: Logs,
   evaluators = {o.name: Evaluator(tc, o.data, job.batch_sharding) for o in job.objectives
                 if o.name in job.eval_fns and has_validation(o.data.mixture)
                 } if tc.eval_every else {}
+  by_language = LanguageEvaluator.make(job, job.run.languages)
+  language_table = None
   rng = jax.random.key(tc.seed)
   last_saved = job.ck.latest_step()
   logged: dict[str, float] = {}
@@ -618,6 +705,10 @@ def loop(job: Job, state, data, start: int, logs: Logs,
       for name, evaluator in evaluators.items():
         held_out |= evaluator(job.eval_fns[name], state.params)
       logs.writer.scalars(step, held_out, prefix="eval")
+      if by_language is not None:
+        start_s = time.perf_counter()
+        language_table = by_language(state.params)
+        write_language_table(logs, step, language_table, time.perf_counter() - start_s)
       window.restart(step)
     if preemption.requested(step):
       last_saved = save(job, step, state, data, metrics, last_saved)
@@ -626,7 +717,34 @@ def loop(job: Job, state, data, start: int, logs: Logs,
     if job.ck.should_save(step) or step == tc.num_steps:
       last_saved = save(job, step, state, data, metrics, last_saved)
       logs.writer.flush()  # the metrics of every saved step are in the workdir too
+  if language_table is not None and step == tc.num_steps:
+    plot_language_table(logs, language_table)
   return logged
+
+
+def write_language_table(logs: Logs, step: int, tab: dict[str, Any], seconds: float) -> None:
+  """The per-language rows of metrics.jsonl and TensorBoard (with the evaluation's
+  seconds), and languages.json."""
+  logs.writer.scalars(step, languages_lib.scalars(tab) | {"seconds": seconds},
+                      prefix="eval_languages")
+  if jax.process_index() == 0:
+    try:
+      languages_lib.write_table(logs.workdir, step, tab)
+    except OSError as e:
+      raise metric_writers.unwritable(paths.join(logs.workdir, languages_lib.TABLE_FILE),
+                                      e) from e
+
+
+def plot_language_table(logs: Logs, tab: dict[str, Any]) -> None:
+  """The end of a run: the per-language summary on the console and languages.png."""
+  if jax.process_index() != 0:
+    return
+  path = paths.join(logs.workdir, languages_lib.PLOT_FILE)
+  try:
+    languages_lib.plot(path, tab)
+  except OSError as e:
+    raise metric_writers.unwritable(path, e) from e
+  print(f"{languages_lib.summary(tab)}\n  plot: {path}", file=logs.progress.stream, flush=True)
 
 
 @contextlib.contextmanager

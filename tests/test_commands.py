@@ -393,6 +393,9 @@ RECORD = "a row the tool wrote into its results table (the command column record
 SAME_PLAN = "same tool, model and step as the plan_memory commands run; "
 NOT_RUN = {
     "make demo": "CI runs it after the suite (.ci/run)",
+    ".venv/bin/python -m polyglot.eval.languages workdir/demo":
+        "run as written by tests/test_language_eval.py, on the workdir/demo of a demo.gin "
+        "run of 6 languages that evaluates (the demo job here skips evaluation)",
     "make test": "CI itself (.ci/run)",
     "make install ACCEL=gpu": "downloads CUDA wheels; tests/test_accelerators.py dry-runs "
                               "the target and checks the extra",

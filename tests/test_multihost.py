@@ -86,9 +86,9 @@ def checkpoint_params(workdir, step: int) -> dict[str, np.ndarray]:
           for p, x in jax.tree_util.tree_leaves_with_path(params)}
 
 
-def evals(workdir) -> dict[int, dict]:
+def evals(workdir, split: str = "eval") -> dict[int, dict]:
   rows = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
-  return {r["step"]: r for r in rows if r["split"] == "eval"}
+  return {r["step"]: r for r in rows if r["split"] == split}
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,15 @@ def test_two_processes_compute_what_one_computes(runs):
   for step in (3, 6):
     np.testing.assert_allclose(ours_eval[step]["mlm_loss"], ref_eval[step]["mlm_loss"],
                                rtol=1e-5)
+  # Per language: the hosts' held-out rows (9 batches' worth on shard 0, 1 on shard 1,
+  # padded to agree) give the one-process table.
+  ours_lang, ref_lang = evals(multihost, "eval_languages"), evals(reference, "eval_languages")
+  assert sorted(ours_lang) == [3, 6]
+  for step in (3, 6):
+    names = {k for k in ref_lang[step] if k.endswith("/loss") and "/" not in k[:-5]}
+    assert len(names) == len(LANGS), names
+    for k in names | {k for k in ref_lang[step] if k.startswith(("group/", "script/"))}:
+      np.testing.assert_allclose(ours_lang[step][k], ref_lang[step][k], rtol=1e-5, err_msg=k)
   assert {"3", "6"} <= {p.name for p in (multihost / "checkpoints").iterdir()}
 
 
@@ -142,7 +151,9 @@ def test_process_0_alone_logs_each_step_once(runs):
   and evaluation, as the one-process run's does; one TensorBoard event file; the console
   line and the final `done:` come from process 0 only."""
   reference, multihost = runs
-  want = sorted([("train", s) for s in range(1, 7)] + [("eval", 3), ("eval", 6)])
+  want = sorted([("train", s) for s in range(1, 7)] + [("eval", 3), ("eval", 6),
+                                                       ("eval_languages", 3),
+                                                       ("eval_languages", 6)])
   for workdir in (reference, multihost):
     rows = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["split"], r["step"]) for r in rows) == want, workdir

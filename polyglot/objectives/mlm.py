@@ -47,16 +47,22 @@ class LossConfig:
       raise ConfigError(f"LossConfig.microbatches={self.microbatches} is invalid: use >= 1")
 
 
-def mlm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-             total_weight: jax.Array, z_loss_weight: float) -> tuple[jax.Array, Metrics]:
-  """Sum of weighted cross-entropies over `total_weight`: logits [b, l, v], others [b, l]."""
+def token_scores(logits: jax.Array, targets: jax.Array
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """logits [b, l, v], targets [b, l] -> (cross-entropy, correct (0/1), log Z), [b, l] each."""
   log_z = jax.nn.logsumexp(logits, axis=-1)                                   # [b, l]
   target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]  # [b, l]
-  ce = (log_z - target_logit) * weights
   # Correct when no logit exceeds the target's (a tie counts): a compare-and-any pass that
   # XLA:CPU vectorises, where argmax's (value, index) reduction cost 2.5% of `small`'s step.
   beaten = (logits > jax.lax.stop_gradient(target_logit)[..., None]).any(-1)  # [b, l]
-  correct = jnp.logical_not(beaten) * weights
+  return log_z - target_logit, jnp.logical_not(beaten).astype(jnp.float32), log_z
+
+
+def mlm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+             total_weight: jax.Array, z_loss_weight: float) -> tuple[jax.Array, Metrics]:
+  """Sum of weighted cross-entropies over `total_weight`: logits [b, l, v], others [b, l]."""
+  ce, correct, log_z = token_scores(logits, targets)
+  ce, correct = ce * weights, correct * weights
   loss = ce.sum() / total_weight
   metrics = {"mlm_loss": loss, "mlm_accuracy": correct.sum() / total_weight}
   if z_loss_weight:
@@ -172,6 +178,22 @@ def eval_metrics(params, batch: Batch, *, graphdef: nnx.GraphDef,
   _, metrics = loss_fn(params, graphdef=graphdef, batch=batch, total_weight=total_weight,
                        dropout_rng=None, loss_cfg=loss_cfg)
   return {k: v for k, v in metrics.items() if k.startswith("mlm_")}
+
+
+def language_sums(params, batch: Batch, *, graphdef: nnx.GraphDef, loss_cfg: LossConfig,
+                  num_languages: int) -> Metrics:
+  """Held-out sums per language, without dropout: `batch` holds `languages` int32 [b] (the
+  row's language, `polyglot.data.heldout`) -> {"loss", "correct", "tokens"} float32
+  [num_languages]: summed cross-entropy, correct predictions and predicted tokens."""
+  batch, _ = select_predictions(batch, loss_cfg.prediction_rate)
+  model = nnx.merge(graphdef, params)
+  logits, _ = model(batch["input_ids"], batch["segment_ids"], batch["positions"],
+                    predict_at=batch.get("predict_at"))
+  weights = batch["loss_weights"].astype(jnp.float32)                     # [b, k]
+  ce, correct, _ = token_scores(logits, batch["targets"])
+  per_row = {"loss": (ce * weights).sum(-1), "correct": (correct * weights).sum(-1),
+             "tokens": weights.sum(-1)}                                   # [b] each
+  return {k: jax.ops.segment_sum(v, batch["languages"], num_languages) for k, v in per_row.items()}
 
 
 def renamed(metrics: Metrics, prefix: str) -> Metrics:
