@@ -24,6 +24,7 @@ import gin
 from polyglot import checkpoint, objectives, optimizer, sharding
 from polyglot import train as train_lib
 from polyglot.errors import ConfigError
+from polyglot.data import schedules
 from polyglot.eval import languages as languages_lib
 from polyglot.eval.xtreme import hparams as xtreme_hparams
 from polyglot.models import config as model_config
@@ -119,6 +120,7 @@ XLCo = _register(objectives.XLCo)
 MRTD = _register(objectives.MRTD)
 TRTD = _register(objectives.TRTD)
 MeshConfig = _register(sharding.MeshConfig)
+MixtureSchedule = _register(schedules.MixtureSchedule)
 CheckpointConfig = _register(checkpoint.CheckpointConfig)
 TrainConfig = _register(train_lib.TrainConfig)
 RunConfig = _register(train_lib.RunConfig)

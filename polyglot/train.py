@@ -39,6 +39,7 @@ from polyglot import checkpoint as ckpt_lib
 from polyglot import api, lock, metric_writers, models, objectives, optimizer, paths, sharding
 from polyglot import trainer
 from polyglot.errors import CheckpointError, ConfigError, DataError, PolyglotError
+from polyglot.data import schedules
 from polyglot.eval import languages as languages_lib
 
 log = logging.getLogger("polyglot.train")
@@ -67,6 +68,9 @@ class TrainConfig:
   eval_every: int = 100               # 0 disables the held-out evaluation
   eval_batches: int = 4
   init_from: str | None = None        # a polyglot checkpoint whose parameters start the run
+  # Sampling temperature, languages and masking rate by step (polyglot.data.schedules), for
+  # MLM on text corpora and tokenized caches; None: the mixture's, fixed.
+  schedule: schedules.MixtureSchedule | None = None
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "eval_batches"):
@@ -95,12 +99,14 @@ class RunConfig:
   languages: languages_lib.LanguageEvalConfig = languages_lib.LanguageEvalConfig()
 
   def __post_init__(self):
-    rate = self.loss.prediction_rate
-    if rate is not None and rate < 1.5 * self.train.mask_rate:
-      raise ConfigError(f"LossConfig.prediction_rate={rate} is too small for TrainConfig."
-                        f"mask_rate={self.train.mask_rate}: predictions would be left out; "
-                        f"use at least {1.5 * self.train.mask_rate:g} (2 x mask_rate is safe) "
-                        "or None")
+    rate, schedule = self.loss.prediction_rate, self.train.schedule
+    mask_rate = schedule.max_mask_rate(self.train.mask_rate) if schedule else self.train.mask_rate
+    if rate is not None and rate < 1.5 * mask_rate:
+      name = "MixtureSchedule.mask_rates" if mask_rate != self.train.mask_rate else (
+          "TrainConfig.mask_rate")
+      raise ConfigError(f"LossConfig.prediction_rate={rate} is too small for {name} up to "
+                        f"{mask_rate}: predictions would be left out; use at least "
+                        f"{1.5 * mask_rate:g} (2 x mask_rate is safe) or None")
 
 
 # ---------------------------------------------------------------------------
@@ -190,7 +196,8 @@ def host_data(tc: TrainConfig, data: objectives.DataSpec, split: str, seed: int)
       batch_size=data.batch_size // num, seed=seed, split=split,
       shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
       mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking),
-      features=data.features)
+      features=data.features,
+      schedule=tc.schedule if split == "train" and data.features == "mlm" else None)
 
 
 def make_data(tc: TrainConfig, objs, batch_sharding, seed: int):

@@ -77,7 +77,8 @@ import jax
 import numpy as np
 
 from polyglot import _env
-from polyglot.data import masking, mixtures, preprocessors, sources, streams, tokenized
+from polyglot.data import masking, mixtures, preprocessors, schedules, sources, streams
+from polyglot.data import tokenized
 from polyglot.data import vocab as vocab_lib
 from polyglot.data.masking import MlmConfig
 from polyglot.errors import ConfigError, DataError
@@ -106,6 +107,8 @@ class PipelineConfig:
   shuffle_buffer: int = 512         # sequences; 0 disables (train only)
   num_threads: int | None = None    # tf.data threads, or stream workers; None: one per core
   features: str = "mlm"             # the batch layout, one of FEATURES
+  # Rates and masking by step (token streams of text corpora and tokenized caches only).
+  schedule: schedules.MixtureSchedule | None = None
 
   def __post_init__(self):
     c = "PipelineConfig"
@@ -328,14 +331,15 @@ def make_iterator(mixture_or_task_name: str, *, length: int, batch_size: int, se
                   shard_index: int | None = None, num_shards: int | None = None,
                   split: str = "train", mlm: MlmConfig = MlmConfig(),
                   shuffle_buffer: int = 512, num_threads: int | None = None,
-                  features: str = "mlm") -> HostIterator | streams.StreamIterator:
+                  features: str = "mlm", schedule: schedules.MixtureSchedule | None = None
+                  ) -> HostIterator | streams.StreamIterator:
   """This host's iterator over `mixture_or_task_name`; `batch_size` rows per host.
 
   `shard_index`/`num_shards` default to this JAX process and the process count.
   """
   cfg = PipelineConfig(mixture_or_task_name, length=length, batch_size=batch_size, seed=seed,
                        split=split, mlm=mlm, shuffle_buffer=shuffle_buffer,
-                       num_threads=num_threads, features=features)
+                       num_threads=num_threads, features=features, schedule=schedule)
   shard_index = jax.process_index() if shard_index is None else shard_index
   num_shards = jax.process_count() if num_shards is None else num_shards
   if not 0 <= shard_index < num_shards:
@@ -357,14 +361,23 @@ def _token_stream(cfg: PipelineConfig, shard_index: int, num_shards: int
   tasks = [t for t in tasks if cfg.split in t.splits]
   if (cfg.split != "train" or cfg.features != "mlm" or not tasks
       or not all(map(tokenized.streamable, tasks))):
+    if cfg.schedule is not None:
+      raise ConfigError(f"a MixtureSchedule needs MLM training on a text corpus or tokenized "
+                        f"cache; {cfg.mixture!r} ({cfg.split}, {cfg.features}) is read by "
+                        "tf.data: drop the schedule, or train from text or a cache")
     return None
   rates = np.array([provider.get_rate(t) if isinstance(provider, seqio.Mixture) else 1.0
                     for t in tasks], np.float64)
+  sizes, alpha = None, 0.0
+  if cfg.schedule is not None:
+    by_key, alpha = mixtures.corpus_settings(cfg.mixture)
+    sizes = np.asarray(list(by_key.values()), np.float64)
+    cfg.schedule.check_languages(len(sizes))
   corpus = tokenized.load_corpus(tasks, cfg.split, seqio.ShardInfo(shard_index, num_shards))
   vocabulary = tasks[0].output_features["targets"].vocabulary
   return streams.Stream(corpus, rates / rates.sum(), cfg.length, cfg.batch_size,
                         shard_seed(cfg.seed, shard_index), cfg.shuffle_buffer, cfg.mlm,
-                        vocabulary.mask_id, vocabulary.word_start)
+                        vocabulary.mask_id, vocabulary.word_start, cfg.schedule, sizes, alpha)
 
 
 class ShardedIterator:

@@ -48,7 +48,7 @@ import weakref
 
 import numpy as np
 
-from polyglot.data import ids, masking
+from polyglot.data import ids, masking, schedules
 from polyglot.errors import DataError
 
 BLOCK_TOKENS = 1 << 17     # tokens a worker makes at a time
@@ -83,14 +83,19 @@ class Corpus:
 def draw_languages(seed: int, first: int, batches: int, rows: int,
                    cdf: np.ndarray) -> np.ndarray:
   """The languages of the rows of batches `first`.. `first + batches - 1`, int64
-  [batches * rows], drawn at the rates whose cumulative sums are `cdf` [languages]: row r
-  of batch b draws SplitMix64's output number b * rows + r of the stream seeded `seed`, so
-  a row's draw depends on nothing else."""
+  [batches * rows], drawn at the rates whose cumulative sums are `cdf` ([languages], or
+  [batches, languages] when the rates change from batch to batch): row r of batch b draws
+  SplitMix64's output number b * rows + r of the stream seeded `seed`, so a row's draw
+  depends on nothing else."""
   start = _mix64(np.uint64(seed) ^ _DRAW_TAG)
   steps = np.arange(first * rows + 1, (first + batches) * rows + 1, dtype=_U64)
   with np.errstate(over="ignore"):
     u = (_mix64(start + steps * _GOLDEN) >> _U64(11)) * 2.0**-53  # [0, 1), 53 bits
-  return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+  if cdf.ndim == 1:
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+  u = u.reshape(batches, rows)
+  return np.concatenate([np.minimum(np.searchsorted(c, x, side="right"), len(c) - 1)
+                         for c, x in zip(cdf, u)])
 
 
 def chunk_numbers(languages: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -164,17 +169,37 @@ class Stream:
   mlm: masking.MlmConfig
   mask_id: int
   word_start: np.ndarray  # bool [vocabulary size]
+  # Rates and masking that change with the batch index (= the step), from the mixture's
+  # `sizes` [languages] and `alpha`; None: `rates` and `mlm` throughout.
+  schedule: schedules.MixtureSchedule | None = None
+  sizes: np.ndarray | None = None
+  alpha: float = 0.0
 
   def __post_init__(self):
-    empty = [n for n, size, rate in zip(self.corpus.names, self.corpus.sizes, self.rates)
+    rates = self.rates_at(np.asarray(self.schedule.steps if self.schedule else (0,)))
+    empty = [n for n, size, rate in zip(self.corpus.names, self.corpus.sizes, rates.max(0))
              if size == 0 and rate > 0]
     if empty:
       raise DataError(f"language {empty[0]} has no training tokens in this data shard: drop it "
                       "from the corpus, or give it text")
 
-  @property
-  def cdf(self) -> np.ndarray:
-    return np.cumsum(self.rates / self.rates.sum())
+  def rates_at(self, batches: np.ndarray) -> np.ndarray:
+    """float64 [batches, languages]: the sampling rates of these batches."""
+    if self.schedule is None:
+      return np.broadcast_to(self.rates / self.rates.sum(), (len(batches), len(self.rates)))
+    return self.schedule.rates(batches, self.sizes, self.alpha)
+
+  def cdf(self, first: int, count: int) -> np.ndarray:
+    """Cumulative rates of batches first.. first + count - 1: [languages] when fixed, else
+    [count, languages]."""
+    if self.schedule is None:
+      return np.cumsum(self.rates / self.rates.sum())
+    return np.cumsum(self.rates_at(np.arange(first, first + count)), -1)
+
+  def mlm_at(self, batch: int) -> masking.MlmConfig:
+    if self.schedule is None or not self.schedule.mask_rates:
+      return self.mlm
+    return dataclasses.replace(self.mlm, mask_rate=float(self.schedule.mask_rate(batch, 0.0)))
 
 
 BLOCK_FIELDS = ("input_ids", "targets", "loss_weights")  # what a block's rows hold
@@ -189,10 +214,19 @@ def make_block(stream: Stream, first: int, languages: np.ndarray,
   targets = np.empty((len(languages), l), np.int32)
   targets[:, 0], targets[:, -1] = ids.BOS_ID, ids.EOS_ID
   targets[:, 1:-1] = gather_chunks(stream.corpus, languages, positions, l - 2)
-  rngs = [masking.batch_rng(stream.seed, first + i)
-          for i in range(len(languages) // stream.batch_size)]
-  input_ids, loss_weights = masking.mask_batch(targets, rngs, mask_id=stream.mask_id,
-                                               word_start=stream.word_start, cfg=stream.mlm)
+  batches = range(first, first + len(languages) // stream.batch_size)
+  configs = [stream.mlm_at(b) for b in batches]
+  input_ids, loss_weights = np.empty_like(targets), np.empty_like(targets)
+  start = 0
+  while start < len(configs):  # runs of batches with one masking rate, each in one pass
+    end = start + 1
+    while end < len(configs) and configs[end] == configs[start]:
+      end += 1
+    rows = slice(start * stream.batch_size, end * stream.batch_size)
+    input_ids[rows], loss_weights[rows] = masking.mask_batch(
+        targets[rows], [masking.batch_rng(stream.seed, b) for b in batches[start:end]],
+        mask_id=stream.mask_id, word_start=stream.word_start, cfg=configs[start])
+    start = end
   return input_ids, targets, loss_weights
 
 
@@ -310,7 +344,6 @@ class StreamIterator:
   def __init__(self, stream: Stream, identity: dict[str, Any], workers: int | None = None):
     self.stream = stream
     self._identity = {**identity, "reader": "streams", "streams_format": _STATE_FORMAT}
-    self._cdf = stream.cdf
     count = workers or len(os.sched_getaffinity(0))
     self._per_block = max(1, math.ceil(BLOCK_TOKENS / (stream.batch_size * stream.length)))
     rows = self._per_block * stream.batch_size
@@ -337,7 +370,8 @@ class StreamIterator:
     self._ready: collections.deque = collections.deque()
 
   def _languages(self, first: int, count: int) -> np.ndarray:
-    return draw_languages(self.stream.seed, first, count, self.batch_size, self._cdf)
+    return draw_languages(self.stream.seed, first, count, self.batch_size,
+                          self.stream.cdf(first, count))
 
   def _submit(self) -> None:
     """Keeps `IN_FLIGHT` blocks in flight per worker, dealt to the workers in turn."""
