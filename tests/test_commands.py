@@ -175,6 +175,15 @@ COMMANDS: dict[str, Command] = {
         "500k steps of 256 x 512 -> 4 of 8 x 64, each logged",
         replace=ABSOLUTE, append=(*TINY, *ON_CPU, *SHORT, "--gin.TrainConfig.log_every=1"),
         devices=8),
+    "pretrain_mmbert": Command(
+        ".venv/bin/python -m polyglot.train --gin_file=runs/pretrain_mmbert.gin "
+        "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" "
+        "--workdir=/ckpt/mmbert",
+        "as pretrain_base; the phases start at steps 2 and 3 of the 4, with 2, 4 and all 6 "
+        "languages", replace=ABSOLUTE,
+        append=(*TINY, *ON_CPU, *SHORT, "--gin.TrainConfig.log_every=1", "--gin.MID_STEP=2",
+                "--gin.DECAY_STEP=3", "--gin.MixtureSchedule.languages=(2, 4, None)"),
+        devices=8),
     "cache_cc100": Command(
         ".venv/bin/python tools/cache_tasks.py --gin_file=runs/pretrain_base.gin "
         "--gin.TEXT_DIR=\"'/data/cc100'\" --gin.VOCAB=\"'/data/spm.model'\" "
@@ -622,6 +631,7 @@ def job_specs(r: Root) -> ct.Jobs:
       # After the first: its fine-tuning steps come from the compilation cache.
       "xtreme_de_zh": ct.Job(lambda: run_xtreme(r, "xtreme_de_zh"), ("xtreme",)),
       "pretrain_base": simple("pretrain_base", "train_vocab"),
+      "pretrain_mmbert": simple("pretrain_mmbert", "train_vocab"),
       "cache_cc100": simple("cache_cc100", "train_vocab"),
       "pretrain_base_cached": simple("pretrain_base_cached", "cache_cc100"),
       "cache_embedded": simple("cache_embedded"),
@@ -809,6 +819,23 @@ def test_vocabulary_then_single_gpu_host_run(jobs, root):
   assert "model_preset.name = 'tiny'" in config and "MeshConfig.fsdp = 8" in config
   import polyglot  # pylint: disable=g-import-not-at-top
   assert polyglot.load(str(workdir)).config.vocab_size == int(m.group(1))
+
+
+@uses("train_vocab", "pretrain_mmbert")
+def test_mmbert_recipe_run(jobs, root):
+  """README's mmBERT command: its three phases (sampling exponent, languages, masking) in
+  the operative config, and the run trains through them to its last checkpoint."""
+  done = jobs.result("pretrain_mmbert").ok()
+  workdir = root.fs / "ckpt" / "mmbert"
+  assert f"done: {workdir} (loss" in done.stdout and committed(workdir, 4)
+  config = (workdir / "config.gin").read_text()
+  for line in ("MixtureSchedule.alphas = (0.7, 0.5, 0.3)",
+               "MixtureSchedule.mask_rates = (0.3, 0.15, 0.05)",
+               "MixtureSchedule.steps = (0, %MID_STEP, %DECAY_STEP)", "MID_STEP = 2",
+               "DECAY_STEP = 3", "LossConfig.prediction_rate = %PREDICTION_RATE",
+               "PREDICTION_RATE = 0.6"):
+    assert line in config, line
+  assert sorted(train_losses(workdir)) == [1, 2, 3, 4]
 
 
 @uses("train_vocab", "pretrain_base", "cache_cc100", "pretrain_base_cached")
