@@ -282,6 +282,12 @@ COMMANDS: dict[str, Command] = {
         "tasks per objective -> 3)",
         append=("--gin.NUM_STEPS=6", "--gin.BATCH_SIZE=8", "--gin.TrainConfig.eval_every=0",
                 "--gin.BIBLE_LANGUAGES=['swh_Latn', 'est_Latn', 'wol_Latn']")),
+    "multilingual_experiment": Command(
+        "python tools/multilingual_experiment.py --steps 3000 --seeds 0 1 "
+        "--workdir workdir/multilingual_experiment",
+        "the annealed arm only (the arms differ only in gin bindings), 3 steps, seed 0; "
+        "the fertility vocabularies from 2,000 sampled lines",
+        append=("--arms", "annealed", "--steps", "3", "--seeds", "0", "--vocab_sample", "2000")),
     "bitext_bible": Command(
         ".venv/bin/python -m polyglot.eval.bitext --checkpoint_dir=workdir/infoxlm_cpu "
         "--bible=../shared/data/parallel/bible --languages=swh_Latn,est_Latn,wol_Latn --books=REV",
@@ -645,6 +651,7 @@ def job_specs(r: Root) -> ct.Jobs:
       "demo_long": simple("demo_long", "demo"),  # the demo's train step, from the cache
       "infoxlm_cpu": simple("infoxlm_cpu"),
       "bitext_bible": simple("bitext_bible", "infoxlm_cpu"),
+      "multilingual_experiment": simple("multilingual_experiment"),
       "to_hf_infoxlm": simple("to_hf_infoxlm", "infoxlm_cpu"),
       "xlme_cpu": simple("xlme_cpu"),
       # After the first XTREME job: both write the smoke-run gin file.
@@ -1108,6 +1115,34 @@ def xtreme_report(done: ct.Result, out: pathlib.Path) -> dict:
 
 needs_bible = pytest.mark.skipif(not (ct.SHARED / "data" / "parallel" / "bible").is_dir(),
                                  reason="../shared/data/parallel/bible is absent")
+
+
+@needs_bible
+@uses("multilingual_experiment")
+def test_multilingual_experiment(jobs, root):
+  """docs/multilingual.md's experiment: the skewed corpus (4 full books, 33 cut to 1% to
+  5%), the annealed arm's run and per-group losses, the fertility of three vocabularies."""
+  done = jobs.result("multilingual_experiment").ok()
+  out = root.root / "workdir" / "multilingual_experiment"
+  result = json.loads((out / "results.json").read_text())
+  full = {f.stem: sum(1 for line in f.read_text(encoding="utf-8").splitlines() if "\t" in line)
+          for f in (ct.SHARED / "data" / "parallel" / "bible").glob("*_*.tsv")}
+  lines = result["lines"]
+  assert sorted(lines) == sorted(full) and len(lines) == 37
+  head = {"est_Latn", "gla_Latn", "hye_Armn", "swh_Latn"}
+  for lang, n in lines.items():
+    share = n / full[lang]
+    assert share > 0.99 if lang in head else 0.009 < share < 0.051, (lang, n, full[lang])
+  [arm] = result["arms"].items()
+  assert arm[0] == "annealed" and 0 < arm[1]["head"]["loss"] and 0 < arm[1]["tail"]["loss"]
+  assert len(arm[1]["languages"]) == 37
+  config = (out / "runs" / "annealed-seed0" / "config.gin").read_text()
+  assert "MixtureSchedule.steps = (0, 1, 2)" in config
+  assert "MixtureSchedule.alphas = (0.7, 0.5, 0.3)" in config
+  assert set(result["fertility"]) == {"default", "alpha=0.3", "alpha=1.0"}
+  assert all(len(v) == 37 and min(v.values()) > 0 for v in result["fertility"].values())
+  assert "| annealed |" in done.stdout and "| alpha=1.0 |" in done.stdout
+  assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @needs_bible
