@@ -637,7 +637,12 @@ class LanguageEvaluator:
       sizes = [float(by_key[language_key(mlm.data.mixture, t.name)]) for t in tasks]
     except (DataError, KeyError):
       sizes = [float(t.source.num_input_examples("train")) for t in tasks]
-    return cls(job, mlm.data, cfg, tasks, sizes)
+    evaluator = cls(job, mlm.data, cfg, tasks, sizes)
+    if not evaluator.batches:
+      log.info("no per-language evaluation: no language of %s has held-out text",
+               mlm.data.mixture)
+      return None
+    return evaluator
 
   def __call__(self, params) -> dict[str, Any]:
     """The table (`languages_lib.table`) of `params` on the held-out rows."""
