@@ -42,6 +42,11 @@ def xtreme_parse(argv):
   return xtreme.parse_flags(argv)
 
 
+def languages_parse(argv):
+  from polyglot.eval import languages  # pylint: disable=g-import-not-at-top
+  return languages.parser().parse_args(argv)
+
+
 def fill_mask_parse(argv):
   from polyglot import fill_mask  # pylint: disable=g-import-not-at-top
   return fill_mask.parser().parse_args(argv)
@@ -91,6 +96,11 @@ def entries() -> dict[str, Entry]:
           ((), "--data_dir", "--data-dir", "d", "data_dir")),
       "tools/objectives_experiment.py": Entry(  # one multi-word flag, boolean (its alias:
           parse_args_of(tool("objectives_experiment").parser), ((),), (), ()),  # below)
+      "tools/multilingual_experiment.py": Entry(
+          parse_args_of(tool("multilingual_experiment").parser), ((),), (),
+          ((), "--vocab_size", "--vocab-size", "320", "vocab_size")),
+      "polyglot.eval.languages": Entry(  # no multi-word flag
+          languages_parse, ((),), ("workdir",), ()),
       "polyglot.eval.bitext": Entry(
           bitext_parse, ((),), ("--checkpoint_dir", "c", "--files", "a,b"),
           ((), "--max_pairs", "--max-pairs", "5", "max_pairs")),

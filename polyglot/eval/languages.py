@@ -168,13 +168,19 @@ def plot(path: str, tab: Mapping[str, Any], top_scripts: int = 9) -> None:
   paths.write_bytes(path, png.getvalue())
 
 
+def parser() -> argparse.ArgumentParser:
+  from polyglot.convert import cli  # pylint: disable=g-import-not-at-top
+  p = cli.ArgumentParser(prog="python -m polyglot.eval.languages",
+                         description="Per-language held-out MLM metrics of a run: prints the "
+                         f"summary of WORKDIR/{TABLE_FILE} and draws its plot.")
+  p.add_argument("workdir", help="the training run's workdir (local path or URL)")
+  p.add_argument("--output", default=None,
+                 help=f"where to draw the plot (default: WORKDIR/{PLOT_FILE})")
+  return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m polyglot.eval.languages",
-                                   description="Per-language held-out MLM metrics of a run.")
-  parser.add_argument("workdir", help="the training run's workdir (local path or URL)")
-  parser.add_argument("--output", default=None,
-                      help=f"where to draw the plot (default: WORKDIR/{PLOT_FILE})")
-  args = parser.parse_args(argv)
+  args = parser().parse_args(argv)
   try:
     tab = read_table(args.workdir)
     output = args.output or paths.join(paths.resolve(args.workdir), PLOT_FILE)
