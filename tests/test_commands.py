@@ -285,9 +285,9 @@ COMMANDS: dict[str, Command] = {
     "multilingual_experiment": Command(
         "python tools/multilingual_experiment.py --steps 3000 --seeds 0 1 "
         "--workdir workdir/multilingual_experiment",
-        "the annealed arm only (the arms differ only in gin bindings), 3 steps, seed 0; "
-        "the fertility vocabularies from 2,000 sampled lines",
-        append=("--arms", "annealed", "--steps", "3", "--seeds", "0", "--vocab_sample", "2000")),
+        "the annealed arm only (the arms differ only in gin bindings), 2 steps, seed 0; "
+        "the fertility vocabularies from 500 sampled lines",
+        append=("--arms", "annealed", "--steps", "2", "--seeds", "0", "--vocab_sample", "500")),
     "bitext_bible": Command(
         ".venv/bin/python -m polyglot.eval.bitext --checkpoint_dir=workdir/infoxlm_cpu "
         "--bible=../shared/data/parallel/bible --languages=swh_Latn,est_Latn,wol_Latn --books=REV",
