@@ -26,7 +26,7 @@ from polyglot import train as train_lib
 from polyglot.errors import ConfigError
 from polyglot.data import schedules
 from polyglot.eval import languages as languages_lib
-from polyglot.eval.xtreme import hparams as xtreme_hparams
+from polyglot.eval import hparams as eval_hparams
 from polyglot.models import config as model_config
 
 # gin also reads `include 'data/embedded.gin'` as the resource `embedded.gin` of a Python
@@ -124,9 +124,9 @@ MixtureSchedule = _register(schedules.MixtureSchedule)
 CheckpointConfig = _register(checkpoint.CheckpointConfig)
 TrainConfig = _register(train_lib.TrainConfig)
 RunConfig = _register(train_lib.RunConfig)
-TaskHparams = _register(xtreme_hparams.TaskHparams)
-RetrievalHparams = _register(xtreme_hparams.RetrievalHparams)
-XtremeConfig = _register(xtreme_hparams.XtremeConfig)
+TaskHparams = _register(eval_hparams.TaskHparams)
+RetrievalHparams = _register(eval_hparams.RetrievalHparams)
+EvalConfig = _register(eval_hparams.EvalConfig)
 
 
 @_register

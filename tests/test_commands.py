@@ -42,8 +42,8 @@ Command -> test (README.md):
   tools/convert_from_hf.py, tools/extend_vocab.py, train --gin_file=runs/continue_from_hf.gin,
   tools/convert_to_hf.py --checkpoint_dir=/ckpt/xlmr-ext-run
                                            test_xlmr_import_extend_continue_export
-  python -m polyglot.eval.xtreme (first)   test_xtreme_on_the_demo_checkpoint (../shared/data)
-  python -m polyglot.eval.xtreme (second)  test_xtreme_two_tasks_two_languages (same)
+  python -m polyglot.eval --benchmark=xtreme test_xtreme_on_the_demo_checkpoint (../shared/data)
+  python -m polyglot.eval.xtreme            test_xtreme_two_tasks_two_languages (same)
   train --gin_file=runs/infoxlm_cpu.gin, python -m polyglot.eval.bitext ...,
   tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu
                                            test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export
@@ -266,7 +266,7 @@ COMMANDS: dict[str, Command] = {
         ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=/ckpt/xlmr-ext-run "
         "--output_dir=hf/xlmr-ext", replace=ABSOLUTE),
     "xtreme": Command(
-        ".venv/bin/python -m polyglot.eval.xtreme --checkpoint_dir=workdir/demo "
+        ".venv/bin/python -m polyglot.eval --benchmark=xtreme --checkpoint_dir=workdir/demo "
         "--data_dir=../shared/data/xtreme --output_dir=xtreme/demo",
         "a smoke-run gin file: 16 training and 8 evaluation examples, 4 steps, length 64, "
         "retrieval from layer 1 (tests/test_xtreme_run.py's)", append=XTREME_SHORT),

@@ -21,8 +21,9 @@ import sentencepiece as spm
 import polyglot
 from faults_testing import assert_one_line_error, assert_unchanged, snapshot
 from polyglot import checkpoint, models
-from polyglot.eval.xtreme import __main__ as cli
-from polyglot.eval.xtreme import tasks
+from polyglot.eval import __main__ as cli
+from polyglot.eval import tasks
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
 from test_xtreme_run import (DE, EN, REPO, ZH, smoke_gin, tiny_params, train_spm,
                              write_fixtures)
 
@@ -65,12 +66,13 @@ def env(tmp_path_factory):
 
 
 def argv(env, ckpt, out, *extra, tasks_="tatoeba", data=None, gin="smoke.gin") -> list[str]:
+  """`python -m polyglot.eval.xtreme`'s flags."""
   return [f"--checkpoint_dir={ckpt}", f"--data_dir={data or env / 'data'}", f"--tasks={tasks_}",
           f"--output_dir={out}", f"--gin_file={env / gin}", *extra]
 
 
 def main(*args, **kwargs) -> int:
-  return cli.main(argv(*args, **kwargs))
+  return cli.main(["--benchmark=xtreme", *argv(*args, **kwargs)])
 
 
 def command(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -141,7 +143,7 @@ def test_changed_data_file_is_rescored(env, tmp_path, caplog):
 def test_data_fingerprint_follows_the_bytes_not_the_path(env, tmp_path):
   """Keyed on names (relative to the data root) and bytes: a moved copy keeps its caches, a
   file rewritten in place does not; a TFDS builder is keyed on its dataset_info.json."""
-  spec, keys = tasks.get_task("tatoeba"), [("de", "test")]
+  spec, keys = XTREME.task("tatoeba"), [("de", "test")]
   data = copy(env / "data", tmp_path / "data")
   here = tasks.fingerprint(tasks.discover(spec, data_dir=data), keys)
   assert tasks.fingerprint(tasks.discover(spec, data_dir=env / "data"), keys) == here
@@ -297,8 +299,8 @@ def test_latin1_tsv_is_one_line_error_naming_the_line(env, tmp_path, capfd):
 def _caps(env) -> str:
   """Smoke-run caps that leave every sequence length and the retrieval layer unset."""
   (env / "caps.gin").write_text("\n".join([
-      "XtremeConfig.max_train_examples = 16", "XtremeConfig.max_eval_examples = 8",
-      "XtremeConfig.predict_batch_size = 8", "xnli/TaskHparams.max_steps = 2",
+      "EvalConfig.max_train_examples = 16", "EvalConfig.max_eval_examples = 8",
+      "EvalConfig.predict_batch_size = 8", "xnli/TaskHparams.max_steps = 2",
       "xnli/TaskHparams.batch_size = 8", "tatoeba/RetrievalHparams.batch_size = 8"]) + "\n")
   return "caps.gin"
 
@@ -334,9 +336,10 @@ def test_only_the_users_gin_bindings_count_as_set(env):
   """gin/eval/xtreme.gin's values are fitted; the user's are kept: scoped, or unscoped where
   gin/eval/xtreme.gin binds no scoped value (a scoped default outranks an unscoped
   binding in gin, so that one never takes effect)."""
-  args = cli.parse_flags(argv(env, env / "ckpt", env / "unused", "--gin.RetrievalHparams.layer=1",
-                              "--gin.TaskHparams.max_seq_length=64", gin=_caps(env)))
-  specs = tasks.parse_tasks("xnli,tatoeba")
+  args = cli.parse_flags(["--benchmark=xtreme", *argv(
+      env, env / "ckpt", env / "unused", "--gin.RetrievalHparams.layer=1",
+      "--gin.TaskHparams.max_seq_length=64", gin=_caps(env))])
+  specs = XTREME.parse_tasks("xnli,tatoeba")
   assert cli.user_settings(args, specs) == {
       "xnli": {"max_steps", "batch_size"},
       "tatoeba": {"batch_size", "layer"}}
@@ -349,10 +352,10 @@ def test_only_the_users_gin_bindings_count_as_set(env):
       "xnli/TaskHparams.batch_size=4 does not split over the mesh's 8 batch shards",
       "tatoeba/RetrievalHparams.layer=3 is out of range for the checkpoint's 2-layer encoder"]),
     (("--gin.xnli/TaskHparams.learning_rate=0.0", "--gin.tatoeba/RetrievalHparams.batch_size=0",
-      "--gin.XtremeConfig.max_eval_examples=-1"), "xnli,tatoeba",
+      "--gin.EvalConfig.max_eval_examples=-1"), "xnli,tatoeba",
      ["xnli/TaskHparams.learning_rate=0.0 is invalid",
       "tatoeba/RetrievalHparams.batch_size=0 is invalid",
-      "XtremeConfig.max_eval_examples=-1 is invalid"]),
+      "EvalConfig.max_eval_examples=-1 is invalid"]),
 ])
 def test_setting_errors_are_reported_together(env, tmp_path, capfd, extra, tasks_, errors):
   out = tmp_path / "out"

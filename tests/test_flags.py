@@ -37,9 +37,14 @@ def train_parse(argv):
   return train.parse_flags(argv)
 
 
-def xtreme_parse(argv):
-  from polyglot.eval.xtreme import __main__ as xtreme  # pylint: disable=g-import-not-at-top
-  return xtreme.parse_flags(argv)
+def eval_parse(argv):
+  from polyglot.eval import __main__ as cli  # pylint: disable=g-import-not-at-top
+  return cli.parse_flags(argv)
+
+
+def xtreme_parse(argv):  # python -m polyglot.eval.xtreme: --benchmark=xtreme
+  from polyglot.eval import __main__ as cli  # pylint: disable=g-import-not-at-top
+  return cli.parse_flags(["--benchmark=xtreme", *argv], "python -m polyglot.eval.xtreme")
 
 
 def languages_parse(argv):
@@ -91,6 +96,9 @@ def entries() -> dict[str, Entry]:
           ((), "--init_std", "--init-std", "0.5", "init_std")),
       "polyglot.train": Entry(
           train_parse, ((),), (), ((), "--num_processes", "--num-processes", "2", "num_processes")),
+      "polyglot.eval": Entry(
+          eval_parse, ((),), ("--benchmark", "xtreme", "--checkpoint_dir", "c", "--output_dir", "o"),
+          ((), "--data_dir", "--data-dir", "d", "data_dir")),
       "polyglot.eval.xtreme": Entry(
           xtreme_parse, ((),), ("--checkpoint_dir", "c", "--output_dir", "o"),
           ((), "--data_dir", "--data-dir", "d", "data_dir")),

@@ -34,9 +34,9 @@ EN = ["The cat sleeps on the warm mat.", "A man rides his bike to work.",
 DE = ["Die Katze schläft auf der warmen Matte.", "Ein Mann fährt mit dem Rad zur Arbeit."]
 XNLI_CAPS = [f"--gin.xnli/TaskHparams.{k}={v}" for k, v in (
     ("max_steps", 4), ("max_seq_length", 64), ("batch_size", 4), ("eval_every_steps", 2),
-    ("warmup_steps", 0))] + ["--gin.XtremeConfig.max_train_examples=16",
-                             "--gin.XtremeConfig.max_eval_examples=8",
-                             "--gin.XtremeConfig.predict_batch_size=8"]
+    ("warmup_steps", 0))] + ["--gin.EvalConfig.max_train_examples=16",
+                             "--gin.EvalConfig.max_eval_examples=8",
+                             "--gin.EvalConfig.predict_batch_size=8"]
 
 
 @pytest.fixture(scope="module")

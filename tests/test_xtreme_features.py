@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import features as F
-from polyglot.eval.xtreme import tasks
-from polyglot.eval.xtreme.readers import Answer, PairExample, QAExample, TagExample
+from polyglot.eval import features as F
+from polyglot.eval.readers import Answer, PairExample, QAExample, TagExample
+from polyglot.eval.xtreme import tasks as xtreme
 
 spm = pytest.importorskip("sentencepiece")
 
@@ -71,23 +71,23 @@ def test_pair_layout_and_longest_first_truncation(tok):
 def test_classification_features_and_batch(tok):
   ex = [PairExample("g1", "Ada wrote.", "Babbage designed.", "neutral"),
         PairExample("g2", "Fuchs.", "Hund.", "entailment")]
-  feats = F.classification_features(ex, tok, tasks.XNLI_LABELS, 32)
+  feats = F.classification_features(ex, tok, xtreme.XNLI_LABELS, 32)
   assert [f.label for f in feats] == [2, 1]
   batch = F.classification_batch(feats, 32, tok.pad_id)
   assert batch["input_ids"].shape == (2, 32) and batch["input_ids"].dtype == np.int32
   assert batch["input_mask"].sum() == sum(len(f.input_ids) for f in feats)
   with pytest.raises(DataError, match="g3: label 'maybe'"):
-    F.classification_features([PairExample("g3", "a", "b", "maybe")], tok, tasks.XNLI_LABELS, 8)
+    F.classification_features([PairExample("g3", "a", "b", "maybe")], tok, xtreme.XNLI_LABELS, 8)
 
 
 def test_tagging_labels_on_first_piece(tok):
   ex = TagExample("s", ("Lovelace", "wrote", "∑"), ("B-PER", "O", "O"))
-  (f,) = F.tagging_features([ex], tok, 64, tasks.PANX_LABELS)
+  (f,) = F.tagging_features([ex], tok, 64, xtreme.PANX_LABELS)
   pieces = [F.word_pieces(tok, w, 62) for w in ex.words]
   assert len(pieces[0]) > 1  # a multi-piece word, so the ignore rule is exercised
   assert f.input_ids == (0, *pieces[0], *pieces[1], *pieces[2], 2)
-  b_per = tasks.PANX_LABELS.index("B-PER")
-  o = tasks.PANX_LABELS.index("O")
+  b_per = xtreme.PANX_LABELS.index("B-PER")
+  o = xtreme.PANX_LABELS.index("O")
   expected = [F.IGNORE_LABEL, b_per] + [F.IGNORE_LABEL] * (len(pieces[0]) - 1) + [o] + (
       [F.IGNORE_LABEL] * (len(pieces[1]) - 1)) + [o] + [F.IGNORE_LABEL] * (len(pieces[2]) - 1) + [
       F.IGNORE_LABEL]
@@ -95,14 +95,14 @@ def test_tagging_labels_on_first_piece(tok):
   batch = F.tagging_batch([f], 64, tok.pad_id)
   assert (batch["labels"][0, len(f.input_ids):] == F.IGNORE_LABEL).all()
   with pytest.raises(DataError, match="tag 'B-DATE'"):
-    F.tagging_features([TagExample("t", ("x",), ("B-DATE",))], tok, 16, tasks.PANX_LABELS)
+    F.tagging_features([TagExample("t", ("x",), ("B-DATE",))], tok, 16, xtreme.PANX_LABELS)
 
 
 def test_long_sentences_split_into_windows_and_round_trip(tok):
   words = tuple(" ".join(_CORPUS).split())
-  tags = tuple(tasks.UPOS_LABELS[i % len(tasks.UPOS_LABELS)] for i in range(len(words)))
+  tags = tuple(xtreme.UPOS_LABELS[i % len(xtreme.UPOS_LABELS)] for i in range(len(words)))
   examples = [TagExample("long", words, tags), TagExample("short", ("Ada",), ("PROPN",))]
-  feats = F.tagging_features(examples, tok, 16, tasks.UPOS_LABELS)
+  feats = F.tagging_features(examples, tok, 16, xtreme.UPOS_LABELS)
   assert len([f for f in feats if f.example_index == 0]) > 2
   assert all(len(f.input_ids) <= 16 for f in feats)
   # Every word's first piece appears exactly once over the windows, in order.
@@ -111,14 +111,14 @@ def test_long_sentences_split_into_windows_and_round_trip(tok):
   # Logits that put all mass on the gold label give the gold tags back.
   logits = []
   for f in feats:
-    lg = np.zeros((len(f.input_ids), len(tasks.UPOS_LABELS)))
+    lg = np.zeros((len(f.input_ids), len(xtreme.UPOS_LABELS)))
     for p, label in enumerate(f.label_ids):
       if label != F.IGNORE_LABEL:
         lg[p, label] = 1.0
     logits.append(lg)
-  assert F.word_predictions(examples, feats, logits, tasks.UPOS_LABELS) == [tags, ("PROPN",)]
+  assert F.word_predictions(examples, feats, logits, xtreme.UPOS_LABELS) == [tags, ("PROPN",)]
   with pytest.raises(DataError, match="do not cover every word"):
-    F.word_predictions(examples, feats[:1], logits[:1], tasks.UPOS_LABELS)
+    F.word_predictions(examples, feats[:1], logits[:1], xtreme.UPOS_LABELS)
 
 
 def test_overlong_and_empty_words_become_unk(tok):

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from polyglot.errors import ConfigError
-from polyglot.eval.xtreme import tasks
-from polyglot.eval.xtreme.hparams import RetrievalHparams, TaskHparams
+from polyglot.eval.hparams import RetrievalHparams, TaskHparams
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
 
 gin = pytest.importorskip("gin")
 
@@ -46,7 +46,7 @@ def parsed_gin():
 def test_gin_file_binds_xtreme_settings_per_task(parsed_gin):
   task_hp, retrieval_hp = parsed_gin
   got = {}
-  for name, spec in tasks.TASKS.items():
+  for name, spec in XTREME.tasks.items():
     with gin.config_scope(name):
       got[name] = task_hp() if spec.fine_tuned else retrieval_hp()
   for name in ("xnli", "pawsx"):
@@ -58,7 +58,7 @@ def test_gin_file_binds_xtreme_settings_per_task(parsed_gin):
     hp = got[name]
     assert (hp.learning_rate, hp.num_train_epochs, hp.max_seq_length, hp.warmup_steps,
             hp.weight_decay, hp.eval_every_steps) == (3e-5, 3.0, 384, 500, 1e-4, 0)
-  assert all(got[n].batch_size == 32 for n in tasks.TASKS if tasks.TASKS[n].fine_tuned)
+  assert all(got[n].batch_size == 32 for n in XTREME.tasks if XTREME.tasks[n].fine_tuned)
   assert got["tatoeba"].pooling == "mean" and got["bucc2018"].pooling == "cls"
   assert got["tatoeba"].layer == got["bucc2018"].layer == 8
   assert isinstance(got["xnli"], TaskHparams)

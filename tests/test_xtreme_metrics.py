@@ -5,8 +5,8 @@ import warnings
 import pytest
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import metrics
-from polyglot.eval.xtreme.readers import Answer, QAExample
+from polyglot.eval import metrics
+from polyglot.eval.readers import Answer, QAExample
 
 seqeval_metrics = pytest.importorskip("seqeval.metrics")
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import readers, tasks
+from polyglot.eval import readers, tasks
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
+from polyglot.eval.xtreme import tasks as xtreme
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "xtreme"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
@@ -23,7 +25,7 @@ def test_pair_tsv_and_malformed_line(tmp_path):
   path = _write(tmp_path / "dev-de.tsv",
                 "Ein Hund bellt.\tEin Tier macht Lärm.\tentailment\n"
                 "Er schläft.\tEr rennt.\tcontradiction\n")
-  ex = readers.read_pair_tsv(path, tasks.XNLI_LABELS)
+  ex = readers.read_pair_tsv(path, xtreme.XNLI_LABELS)
   assert [(e.text_a, e.label) for e in ex] == [("Ein Hund bellt.", "entailment"),
                                                ("Er schläft.", "contradiction")]
   assert ex[1].guid == f"{path}:2"
@@ -31,15 +33,15 @@ def test_pair_tsv_and_malformed_line(tmp_path):
   with pytest.raises(DataError, match=r"bad\.tsv:2: expected 3 tab-separated"):
     readers.read_pair_tsv(bad)
   with pytest.raises(DataError, match=r"bad\.tsv:1: label 'neutral' is not one of"):
-    readers.read_pair_tsv(bad, tasks.PAWSX_LABELS)
+    readers.read_pair_tsv(bad, xtreme.PAWSX_LABELS)
 
 
 def test_pawsx_placeholders_are_dropped(tmp_path):
   path = _write(tmp_path / "dev-de.tsv",
                 "Satz eins.\tSatz zwei.\t1\nNS\tSatz.\t0\nSatz.\tNS\t0\n\tleer\t1\nA.\tB.\t0\n")
-  kept = readers.read_pair_tsv(path, tasks.PAWSX_LABELS, drop_placeholders=True)
+  kept = readers.read_pair_tsv(path, xtreme.PAWSX_LABELS, drop_placeholders=True)
   assert [e.text_a for e in kept] == ["Satz eins.", "A."]
-  assert len(readers.read_pair_tsv(path, tasks.PAWSX_LABELS)) == 5
+  assert len(readers.read_pair_tsv(path, xtreme.PAWSX_LABELS)) == 5
 
 
 def test_tag_text_tab_and_space_separated(tmp_path):
@@ -151,7 +153,7 @@ def test_load_concatenates_treebanks_of_one_language(tmp_path):
   _write(tmp_path / "udpos" / "de_gsd-ud-test.conllu", _CONLLU)
   _write(tmp_path / "udpos" / "de_hdt-ud-test.conllu",
          "1\tJa\tja\tINTJ\t_\t_\t0\troot\t_\t_\n\n")
-  data = tasks.discover(tasks.get_task("udpos"), tmp_path)
+  data = tasks.discover(XTREME.task("udpos"), tmp_path)
   ex = readers.load(data, "de", "test")
   assert [e.words for e in ex] == [("Wir", "gehen", "zum", "Haus", "."), ("I", "don't"),
                                    ("Ja",)]
@@ -160,9 +162,10 @@ def test_load_concatenates_treebanks_of_one_language(tmp_path):
 def test_file_readers_import_no_tensorflow(tmp_path):
   _write(tmp_path / "xnli" / "dev-de.tsv", "a\tb\tneutral\n")
   code = ("import sys\n"
-          "from polyglot.eval.xtreme import features, hparams, metrics, readers, report, "
+          "from polyglot.eval import features, hparams, metrics, readers, report, "
           "retrieval, tasks\n"
-          f"data = tasks.discover(tasks.get_task('xnli'), {str(tmp_path)!r})\n"
+          "from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME\n"
+          f"data = tasks.discover(XTREME.task('xnli'), {str(tmp_path)!r})\n"
           "assert len(readers.load(data, 'de', 'dev')) == 1\n"
           "heavy = {'tensorflow', 'jax', 'matplotlib', 'gin'} & set(sys.modules)\n"
           "assert not heavy, heavy\n")
@@ -172,7 +175,7 @@ def test_file_readers_import_no_tensorflow(tmp_path):
 # ---- the shared XTREME data (counts from its README) ----
 
 def _load(task, lang, split):
-  return readers.load(tasks.discover(tasks.get_task(task), SHARED), lang, split)
+  return readers.load(tasks.discover(XTREME.task(task), SHARED), lang, split)
 
 
 @needs_shared
@@ -180,8 +183,8 @@ def _load(task, lang, split):
 def test_shared_xnli_has_2490_pairs_830_per_label(lang):
   ex = _load("xnli", lang, "dev")
   assert len(ex) == 2490
-  assert {label: sum(e.label == label for e in ex) for label in tasks.XNLI_LABELS} == {
-      label: 830 for label in tasks.XNLI_LABELS}
+  assert {label: sum(e.label == label for e in ex) for label in xtreme.XNLI_LABELS} == {
+      label: 830 for label in xtreme.XNLI_LABELS}
 
 
 @needs_shared
@@ -214,7 +217,7 @@ def test_shared_udpos_and_ner_counts():
       "en": 2077, "de": 977, "zh": 500, "fi": 1555, "ru": 601, "ar": 1000}
   train = _load("panx", "en", "train")
   assert len(train) == 14042 and sum(len(e.words) for e in train) == 203621
-  assert {t for e in train for t in e.tags} == set(tasks.PANX_LABELS)
+  assert {t for e in train for t in e.tags} == set(xtreme.PANX_LABELS)
   hau = _load("panx", "hau", "test")
   assert len(hau) == 1633 and "B-DATE" in {t for e in hau for t in e.tags}
 

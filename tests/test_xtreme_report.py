@@ -5,7 +5,8 @@ import pathlib
 import pytest
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import report
+from polyglot.eval import report
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
 
 SCORES = {
     "xnli": {"en": {"accuracy": 80.0}, "de": {"accuracy": 70.0}},
@@ -18,15 +19,15 @@ SCORES = {
 
 
 def test_headline_scores_follow_xtreme_evaluate():
-  assert report.headline("xquad", {"exact_match": 50.0, "f1": 70.0}) == 60.0
-  assert report.headline("udpos", {"f1": 91.0, "precision": 1.0}) == 91.0
-  assert report.headline("tatoeba", {"accuracy": 42.0}) == 42.0
+  assert report.headline(XTREME.task("xquad"), {"exact_match": 50.0, "f1": 70.0}) == 60.0
+  assert report.headline(XTREME.task("udpos"), {"f1": 91.0, "precision": 1.0}) == 91.0
+  assert report.headline(XTREME.task("tatoeba"), {"accuracy": 42.0}) == 42.0
   with pytest.raises(DataError, match=r"mlqa scores need \('exact_match', 'f1'\)"):
-    report.headline("mlqa", {"f1": 1.0})
+    report.headline(XTREME.task("mlqa"), {"f1": 1.0})
 
 
 def test_summary_averages_tasks_then_categories():
-  s = report.summarize(SCORES, splits={"xnli": {"de": "dev", "en": "dev"}})
+  s = report.summarize(XTREME, SCORES, splits={"xnli": {"de": "dev", "en": "dev"}})
   assert s["tasks"]["xnli"]["average"] == 75.0
   assert s["tasks"]["xnli"]["languages"]["de"]["split"] == "dev"
   # classification (75 + 90) / 2, structured 50, QA 60, retrieval (30 + 50) / 2.
@@ -38,7 +39,7 @@ def test_summary_averages_tasks_then_categories():
 def test_write_report_files(tmp_path):
   meta = {"checkpoint": "/ckpt", "step": 1000}
   files = {k: pathlib.Path(v) for k, v in report.write_report(
-      tmp_path / "out", SCORES, meta, splits={"xnli": {"de": "dev", "en": "dev"}}).items()}
+      tmp_path / "out", XTREME, SCORES, meta, splits={"xnli": {"de": "dev", "en": "dev"}}).items()}
   assert files == {k: tmp_path / "out" / f"results.{k}" for k in ("json", "md", "png")}
   data = json.loads(files["json"].read_text(encoding="utf-8"))
   assert data["run"] == meta and data["tasks"]["panx"]["languages"]["hau"]["score"] == 40.0

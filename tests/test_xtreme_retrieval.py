@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import retrieval
+from polyglot.eval import retrieval
 
 
 def test_knn_orders_by_similarity_across_chunks(monkeypatch):

@@ -24,10 +24,12 @@ from flax import nnx
 import polyglot
 from polyglot import checkpoint, models, sharding
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import __main__ as cli
-from polyglot.eval.xtreme import finetune, readers, run, tasks
-from polyglot.eval.xtreme.hparams import RetrievalHparams, TaskHparams
-from polyglot.eval.xtreme.tokenizer import SentencePieceTokenizer
+from polyglot.eval import __main__ as cli
+from polyglot.eval import finetune, readers, run
+from polyglot.eval.hparams import RetrievalHparams, TaskHparams
+from polyglot.eval.tokenizer import SentencePieceTokenizer
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
+from polyglot.eval.xtreme import tasks as xtreme
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "xtreme"
@@ -183,8 +185,8 @@ def write_fixtures(root: pathlib.Path) -> None:
 
 def smoke_gin(path: pathlib.Path, *, steps=4, length=64, batch=4, eval_every=2) -> str:
   """Overrides of gin/eval/xtreme.gin: every task cut down to a few short steps."""
-  lines = ["XtremeConfig.max_train_examples = 16", "XtremeConfig.max_eval_examples = 8",
-           "XtremeConfig.predict_batch_size = 8"]
+  lines = ["EvalConfig.max_train_examples = 16", "EvalConfig.max_eval_examples = 8",
+           "EvalConfig.predict_batch_size = 8"]
   for t in FINE_TUNED:
     lines += [f"{t}/TaskHparams.{k} = {v}" for k, v in (
         ("max_steps", steps), ("max_seq_length", length), ("batch_size", batch),
@@ -212,7 +214,8 @@ def fixture_env(tmp_path_factory, spm_model):
 
 
 def argv(env, out, *extra, tasks_="xnli,panx,mlqa,tatoeba,bucc2018"):
-  return [f"--checkpoint_dir={env / 'ckpt'}", f"--data_dir={env / 'data'}",
+  """`python -m polyglot.eval`'s flags (`python -m polyglot.eval.xtreme`'s without the first)."""
+  return ["--benchmark=xtreme", f"--checkpoint_dir={env / 'ckpt'}", f"--data_dir={env / 'data'}",
           f"--tasks={tasks_}", f"--output_dir={out}",
           f"--gin_file={smoke_gin(env / 'smoke.gin')}", *extra]
 
@@ -249,7 +252,7 @@ def test_fine_tuning_learns_a_keyword_rule_and_keeps_the_best_dev_step(spm_model
   selected ones, and the pretrained parameters survive (copied, not donated)."""
   tok = SentencePieceTokenizer(spm_model)
   cfg = tiny_config(tok.vocab_size, dropout=0.1)
-  spec = tasks.get_task("pawsx")
+  spec = XTREME.task("pawsx")
   rng = np.random.default_rng(0)
 
   def split(n, name):
@@ -283,7 +286,7 @@ def test_fine_tuning_learns_a_keyword_rule_and_keeps_the_best_dev_step(spm_model
 
 
 def test_batches_pad_with_ignored_rows():
-  spec = tasks.get_task("panx")
+  spec = XTREME.task("panx")
 
   class Tok:
     bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
@@ -317,7 +320,7 @@ def test_scores_read_unseen_entity_types_as_o_and_normalise_mlqa_by_language():
   tok = CharTokenizer()
 
   def tag_score(task, tags, pred):
-    spec = tasks.get_task(task)
+    spec = XTREME.task(task)
     ex = [readers.TagExample("g", tuple("ab"), tags)]
     feats = finetune.featurize(spec, ex, tok, 16, training=False)
     logits = np.zeros((1, len(feats[0].input_ids), len(spec.labels)))  # [N, l, n]
@@ -332,13 +335,13 @@ def test_scores_read_unseen_entity_types_as_o_and_normalise_mlqa_by_language():
 
   context = "首都北京。"
   ex = [readers.QAExample("q", "首都?", context, (readers.Answer("北京", 2),))]
-  feats = finetune.featurize(tasks.get_task("mlqa"), ex, tok, 32, training=False)
+  feats = finetune.featurize(XTREME.task("mlqa"), ex, tok, 32, training=False)
   start, end = np.zeros((2, 1, len(feats[0].input_ids)))  # [N, l] each
   first = feats[0].offsets.index((2, 3))
   start[0, first], end[0, first + 2] = 5.0, 5.0  # predicts "北京。"
   split = finetune.Split("zh", "test", ex, feats)
-  assert finetune.score(tasks.get_task("mlqa"), split, (start, end))["exact_match"] == 100.0
-  assert finetune.score(tasks.get_task("xquad"), split, (start, end))["exact_match"] == 0.0
+  assert finetune.score(XTREME.task("mlqa"), split, (start, end))["exact_match"] == 100.0
+  assert finetune.score(XTREME.task("xquad"), split, (start, end))["exact_match"] == 0.0
 
 
 # ---- the command on fixtures ----
@@ -349,7 +352,7 @@ def _log_lines(caplog, text):
 
 def test_fixture_run_reports_every_task_type_and_resumes(fixture_env, tmp_path, caplog):
   out = tmp_path / "out"
-  caplog.set_level("INFO", logger="polyglot.eval.xtreme")
+  caplog.set_level("INFO", logger="polyglot.eval")
   assert cli.main(argv(fixture_env, out)) == 0
   data = json.loads((out / "results.json").read_text(encoding="utf-8"))
   assert set(data["tasks"]) == {"xnli", "panx", "mlqa", "tatoeba", "bucc2018"}
@@ -358,7 +361,7 @@ def test_fixture_run_reports_every_task_type_and_resumes(fixture_env, tmp_path, 
   assert data["tasks"]["xnli"]["languages"]["de"]["split"] == "dev"
   assert data["tasks"]["bucc2018"]["languages"]["de"]["split"] == "test"
   assert "threshold" in data["tasks"]["bucc2018"]["languages"]["de"]
-  assert set(data["categories"]) == set(run.report.CATEGORIES.values())
+  assert set(data["categories"]) == set(XTREME.categories.values())
   assert data["run"]["step"] == 7 and "smoke run" in data["run"]
   md = (out / "results.md").read_text(encoding="utf-8")
   assert "| language | xnli | panx | mlqa | tatoeba | bucc2018 |" in md
@@ -370,7 +373,7 @@ def test_fixture_run_reports_every_task_type_and_resumes(fixture_env, tmp_path, 
   # The fine-tuned models are polyglot checkpoints (exportable to XLMRobertaFor*).
   xnli = polyglot.load(str(out / "finetuned" / "xnli"))
   assert type(xnli.model).__name__ == "SequenceClassifier"
-  assert xnli.meta["labels"] == list(tasks.XNLI_LABELS) and xnli.meta["task"] == "xnli"
+  assert xnli.meta["labels"] == list(xtreme.XNLI_LABELS) and xnli.meta["task"] == "xnli"
   assert xnli.step == xnli.meta["xtreme"]["step"] <= 4
   logits, _ = xnli.model(np.array([[0, 5, 6, 2]], np.int32))
   assert logits.shape == (1, 3)
@@ -397,12 +400,12 @@ def test_fixture_run_reports_every_task_type_and_resumes(fixture_env, tmp_path, 
 
 
 @pytest.mark.parametrize("extra, tasks_, message", [
-    ((), "xnli,xnlli", "error: unknown task 'xnlli'; known: xnli, pawsx"),
+    ((), "xnli,xnlli", "error: unknown XTREME task 'xnlli'; known: xnli, pawsx"),
     (("--gin.tatoeba/RetrievalHparams.layer=8",), "tatoeba",
      "error: tatoeba/RetrievalHparams.layer=8 is out of range for the checkpoint's 1-layer "
      "encoder: pass --gin.tatoeba/RetrievalHparams.layer=<0..1>"),
-    (("--gin.XtremeConfig.max_eval_examples=-1",), "xnli",
-     "error: XtremeConfig.max_eval_examples=-1 is invalid"),
+    (("--gin.EvalConfig.max_eval_examples=-1",), "xnli",
+     "error: EvalConfig.max_eval_examples=-1 is invalid"),
     (("--bogus=1",), "xnli", "error: unrecognised arguments ['--bogus=1']"),
     (("--mesh",), "xnli", "error: xnli/TaskHparams.batch_size=4 does not split over the mesh's "
      "8 batch shards"),
@@ -421,7 +424,7 @@ def test_malformed_line_is_one_error_line_naming_file_and_line(fixture_env, tmp_
   lines = bad.read_text(encoding="utf-8").splitlines()
   bad.write_text("\n".join([lines[0], "only one field", *lines[1:]]) + "\n", encoding="utf-8")
   cmd = [sys.executable, "-m", "polyglot.eval.xtreme", *argv(fixture_env, tmp_path / "out",
-                                                              tasks_="xnli")]
+                                                              tasks_="xnli")[1:]]
   cmd = [a.replace(f"--data_dir={fixture_env / 'data'}", f"--data_dir={data}") for a in cmd]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -454,10 +457,10 @@ def _shared_with_english_train(root: pathlib.Path) -> pathlib.Path:
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 def test_shared_data_lacks_english_training_for_four_tasks(fixture_env, caplog):
-  specs = tasks.parse_tasks(",".join(FINE_TUNED + RETRIEVAL))
+  specs = XTREME.parse_tasks(",".join(FINE_TUNED + RETRIEVAL))
   hparams = {s.name: TaskHparams() if s.fine_tuned else RetrievalHparams() for s in specs}
-  request = run.Request(str(fixture_env / "ckpt"), str(fixture_env / "unused"), specs, hparams,
-                        data_dir=str(SHARED))
+  request = run.Request(str(fixture_env / "ckpt"), str(fixture_env / "unused"), XTREME, specs,
+                        hparams, data_dir=str(SHARED))
   found = run.Run(request).discover()
   assert [s.name for s, _ in found] == ["udpos", "panx", "tydiqa", "bucc2018", "tatoeba"]
   warning, = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -465,12 +468,38 @@ def test_shared_data_lacks_english_training_for_four_tasks(fixture_env, caplog):
     assert f"{task}: train missing (en)" in warning
 
 
+# The last commit before the evaluation core left polyglot/eval/xtreme/ (its modules
+# moved to polyglot/eval/, the task table stayed): XTREME's numbers must not move with it.
+BEFORE_EVAL_CORE = "f5a48cba8b037a1ba59694de3bc53d318c6fea58"
+
+
+def _tree_at(commit: str, dest: pathlib.Path) -> pathlib.Path | None:
+  """polyglot/ and gin/ of `commit` under `dest`, or None without that history."""
+  if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"],
+                    capture_output=True).returncode:
+    return None
+  dest.mkdir(parents=True)
+  tar = subprocess.run(["git", "-C", str(REPO), "archive", commit, "polyglot", "gin"],
+                       capture_output=True, check=True).stdout
+  subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+  return dest
+
+
+def _results(out: pathlib.Path) -> dict:
+  """What a run scored: the report without its run metadata (paths, date), and every
+  task's stored scores."""
+  report = json.loads((out / "results.json").read_text(encoding="utf-8"))
+  scores = {f.stem: json.loads(f.read_text(encoding="utf-8"))["scores"]
+            for f in sorted((out / "scores").glob("*.json"))}
+  return {k: v for k, v in report.items() if k != "run"} | {"stored": scores}
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
 def test_smoke_run_over_every_shared_task_and_rerun(fixture_env, tmp_path, caplog):
   data = _shared_with_english_train(tmp_path / "data")
   out = tmp_path / "out"
-  caplog.set_level("INFO", logger="polyglot.eval.xtreme")
-  args = [f"--checkpoint_dir={fixture_env / 'ckpt'}", f"--data_dir={data}",
+  caplog.set_level("INFO", logger="polyglot.eval")
+  args = ["--benchmark=xtreme", f"--checkpoint_dir={fixture_env / 'ckpt'}", f"--data_dir={data}",
           f"--tasks={','.join(FINE_TUNED + RETRIEVAL)}", f"--output_dir={out}",
           f"--gin_file={smoke_gin(tmp_path / 'smoke.gin')}"]
   t0 = time.perf_counter()
@@ -495,6 +524,19 @@ def test_smoke_run_over_every_shared_task_and_rerun(fixture_env, tmp_path, caplo
   assert (out / "results.png").stat().st_size > 10_000
   for task in (t for t in FINE_TUNED if t != "tydiqa"):
     assert checkpoint.Checkpointer(str(out / "finetuned" / task), read_only=True).steps()
+
+  # The same run before the evaluation core existed gives the same numbers, bit for bit.
+  before = _tree_at(BEFORE_EVAL_CORE, tmp_path / "before")
+  if before is not None:
+    old_gin = tmp_path / "smoke_before.gin"
+    old_gin.write_text((tmp_path / "smoke.gin").read_text().replace("EvalConfig", "XtremeConfig"))
+    old_args = [a.replace(str(out), str(tmp_path / "out_before")).replace(
+        str(tmp_path / "smoke.gin"), str(old_gin)) for a in args[1:]]
+    env = dict(os.environ, PYTHONPATH=str(before), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "polyglot.eval.xtreme", *old_args], cwd=before,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _results(tmp_path / "out_before") == _results(out)
 
   caplog.clear()
   t0 = time.perf_counter()

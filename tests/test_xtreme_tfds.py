@@ -3,18 +3,19 @@ import pytest
 
 from polyglot import _env
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import readers, tasks
+from polyglot.eval import readers, tasks
+from polyglot.eval.xtreme.tasks import BENCHMARK as XTREME
 
 _env.import_tensorflow()
 tfds = pytest.importorskip("tensorflow_datasets")
 
 
 def _source(task, lang, split, data_dir):
-  return tasks.discover(tasks.get_task(task), tfds_data_dir=data_dir).source(lang, split)
+  return tasks.discover(XTREME.task(task), tfds_data_dir=data_dir).source(lang, split)
 
 
 def test_every_builder_and_config_exists():
-  for spec in tasks.TASKS.values():
+  for spec in XTREME.tasks.values():
     data = tasks.discover(spec, tfds_data_dir="/nonexistent")
     for src in data.sources.values():
       name, _, config = src.builder.partition("/")
@@ -37,7 +38,7 @@ def test_xnli_pairs_and_label_names(tmp_path):
                                        [f"h1-{lg}" for lg in langs]]},
         "label": [0, 2]})
   with tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
-    ex = readers.load(tasks.discover(tasks.get_task("xnli"), tfds_data_dir=tmp_path), "de",
+    ex = readers.load(tasks.discover(XTREME.task("xnli"), tfds_data_dir=tmp_path), "de",
                       "dev")
   assert [(e.text_a, e.text_b, e.label) for e in ex] == [
       ("p0-de", "h0-de", "entailment"), ("p1-de", "h1-de", "contradiction")]

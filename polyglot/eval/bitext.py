@@ -20,7 +20,7 @@ representations across languages. One bitext source:
   or by their file names.
 
 Each pair's sentences are embedded by the frozen encoder as XTREME's Tatoeba
-does (`polyglot.eval.xtreme.embed`: pooled hidden state; the layer and
+does (`polyglot.eval.embed`: pooled hidden state; the layer and
 length fitted to the checkpoint by `hparams.fit` unless --layer,
 --max_seq_length are given). Accuracy@1 in percent, both ways: a->b, the
 share of a-sentences whose cosine-nearest b-sentence is their translation;
@@ -47,9 +47,9 @@ from polyglot import api, paths
 from polyglot.convert import cli
 from polyglot.data import bitext
 from polyglot.errors import ConfigError, DataError
-from polyglot.eval.xtreme import embed, hparams, readers, retrieval
-from polyglot.eval.xtreme import run as xtreme_run
-from polyglot.eval.xtreme.tokenizer import SentencePieceTokenizer
+from polyglot.eval import embed, hparams, readers, retrieval
+from polyglot.eval import run as xtreme_run
+from polyglot.eval.tokenizer import SentencePieceTokenizer
 
 NAME = "bitext"  # how `hparams.fit` names these settings
 DEFAULT_BOOKS = "REV"

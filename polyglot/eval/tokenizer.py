@@ -1,4 +1,4 @@
-"""The checkpoint's own SentencePiece model as an XTREME tokenizer (XLM-R ids).
+"""The checkpoint's own SentencePiece model as the evaluation tokenizer (XLM-R ids).
 
 Implements `features.OffsetTokenizer`: `<s>`=0, `<pad>`=1, `</s>`=2,
 `<unk>`=3, SentencePiece piece i has id i + 1 (fairseq's offset; DESIGN.md),

@@ -36,11 +36,11 @@ from jax.sharding import Mesh
 
 from polyglot import models, optimizer, sharding
 from polyglot.errors import DataError, PolyglotError
-from polyglot.eval.xtreme import features as F
-from polyglot.eval.xtreme import metrics, report, tasks
-from polyglot.eval.xtreme.hparams import TaskHparams
+from polyglot.eval import features as F
+from polyglot.eval import metrics, report, tasks
+from polyglot.eval.hparams import TaskHparams
 
-log = logging.getLogger("polyglot.eval.xtreme")
+log = logging.getLogger("polyglot.eval")
 
 MODEL_KINDS = {  # task type -> polyglot.models kind
     "classification": "sequence_classification",
@@ -377,7 +377,7 @@ def fine_tune(spec: tasks.TaskSpec, tm: TaskModel, hp: TaskHparams, encoder_para
         bar.set_postfix(loss=f"{loss:.4f}")
         log.info("%s: step %d/%d loss %.4f", name, step, num_steps, loss)
       if step in evals:
-        dev_score = report.headline(name, evaluate(spec, tm, params, dev, hp, rows, tok))
+        dev_score = report.headline(spec, evaluate(spec, tm, params, dev, hp, rows, tok))
         log.info("%s: step %d English dev %.2f", name, step, dev_score)
         if best is None or dev_score > best[0]:
           best = (dev_score, step, jax.device_put(params, tm.shardings, may_alias=False))

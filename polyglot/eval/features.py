@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme.readers import PairExample, QAExample, TagExample
+from polyglot.eval.readers import PairExample, QAExample, TagExample
 
 IGNORE_LABEL = -100  # torch CrossEntropyLoss ignore_index, XTREME's pad_token_label_id
 # XTREME scripts/train_qa.sh and run_squad.py defaults.

@@ -1,4 +1,4 @@
-"""XTREME settings: fine-tuning (`TaskHparams`), retrieval (`RetrievalHparams`), the run.
+"""Evaluation settings: fine-tuning (`TaskHparams`), retrieval (`RetrievalHparams`), the run.
 
 Defaults are XTREME's published settings for base-size models, from the
 scripts of google-research/xtreme (`scripts/train_{xnli,pawsx}.sh`): AdamW,
@@ -102,8 +102,8 @@ class RetrievalHparams:
 
 
 @dataclasses.dataclass(frozen=True)
-class XtremeConfig:
-  """Run-wide settings of `python -m polyglot.eval.xtreme`.
+class EvalConfig:
+  """Run-wide settings of `python -m polyglot.eval`.
 
   `max_train_examples` and `max_eval_examples` are for smoke runs and tests
   only: they keep the first N English training examples, and the first N
@@ -116,7 +116,7 @@ class XtremeConfig:
   max_eval_examples: int = 0
 
   def __post_init__(self):
-    c = "XtremeConfig"
+    c = "EvalConfig"
     _check(self.predict_batch_size >= 1, c, "predict_batch_size", self.predict_batch_size,
            "use >= 1")
     _check(self.max_train_examples >= 0, c, "max_train_examples", self.max_train_examples,

@@ -1,10 +1,10 @@
-"""An XTREME run: find the data, fine-tune or embed per task, score, report; resumable.
+"""A benchmark run: find the data, fine-tune or embed per task, score, report; resumable.
 
 `Run(request)` opens the checkpoint; `prepare()` finds the data and fits every
 task's settings to the checkpoint (`hparams.fit`: a warning per change, one
 ConfigError naming every setting that does not fit) before anything is
 written; `execute(jobs)` does the work and writes the report.
-`evaluate(request)` is both; `python -m polyglot.eval.xtreme` then writes
+`evaluate(request)` is both; `python -m polyglot.eval` then writes
 config.gin, so a run that fails leaves the report and config of the last one
 that did not. The output directory holds:
 
@@ -14,8 +14,9 @@ that did not. The output directory holds:
   scores/<task>.json                       a task's scores and their key ("settings")
   finetuned/<task>/<step>/                 a task's selected fine-tuned model: a polyglot
                                            checkpoint that `polyglot.load` reads (meta:
-                                           model_kind, model_config, labels, task, xtreme
-                                           with its key in "settings")
+                                           model_kind, model_config, labels, task, and
+                                           under the benchmark's name the selection with
+                                           its key in "settings")
 
 scores/ and finetuned/ are keyed by content, not by path: the sha256 of the
 evaluated checkpoint's parameter and vocabulary files (`checkpoint.fingerprint`) and its
@@ -52,11 +53,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from polyglot import api, checkpoint, models, paths, sharding
 from polyglot.errors import CheckpointError, ConfigError, DataError
-from polyglot.eval.xtreme import embed, finetune, hparams, readers, report, retrieval, tasks
-from polyglot.eval.xtreme.hparams import RetrievalHparams, TaskHparams, XtremeConfig
-from polyglot.eval.xtreme.tokenizer import SentencePieceTokenizer
+from polyglot.eval import embed, finetune, hparams, readers, report, retrieval, tasks
+from polyglot.eval.benchmarks import Benchmark
+from polyglot.eval.hparams import RetrievalHparams, TaskHparams, EvalConfig
+from polyglot.eval.tokenizer import SentencePieceTokenizer
 
-log = logging.getLogger("polyglot.eval.xtreme")
+log = logging.getLogger("polyglot.eval")
 
 SCORES_DIR = "scores"
 FINETUNED_DIR = "finetuned"
@@ -64,16 +66,18 @@ FINETUNED_DIR = "finetuned"
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """One evaluation: a checkpoint, tasks with their settings, data, an output dir."""
+  """One evaluation: a checkpoint, a benchmark's tasks with their settings, data, an
+  output dir."""
   checkpoint_dir: str
   output_dir: str
+  benchmark: Benchmark
   tasks: tuple[tasks.TaskSpec, ...]
   hparams: Mapping[str, TaskHparams | RetrievalHparams]  # by task name
   data_dir: str | None = None
   tfds_data_dir: str | None = None
   step: int | None = None
   languages: tuple[str, ...] | None = None  # None: every language the data has
-  config: XtremeConfig = XtremeConfig()
+  config: EvalConfig = EvalConfig()
   mesh: sharding.MeshConfig | None = None   # None: one device
   # Per task, the settings the user bound (--gin_file, --gin.X): kept as given. The
   # others are fitted to the checkpoint (`hparams.fit`).
@@ -127,13 +131,15 @@ def read_scores(path: str) -> dict[str, Any]:
   return stored
 
 
-def read_fine_tuned(directory: str, key: Mapping[str, Any], target) -> tuple[Any, dict] | str:
+def read_fine_tuned(directory: str, benchmark: str, key: Mapping[str, Any], target
+                    ) -> tuple[Any, dict] | str:
   """(params on `target`'s shardings, selection info) of the newest model in `directory`
-  when it was made with `key`, else what changed; raises when it cannot be read."""
+  when `benchmark`'s run made it with `key`, else what changed; raises when it cannot be
+  read."""
   reader = checkpoint.Checkpointer(directory, read_only=True)
   try:
     step = reader.resolve_step()
-    info = dict(reader.read_meta(step).get("xtreme", {}))
+    info = dict(reader.read_meta(step).get(benchmark, {}))
     stored = info.pop("settings", None)
     if stored != key:
       return changed(stored, key)
@@ -380,7 +386,7 @@ class Run:
     if not paths.Path(directory).is_dir():
       return None
     try:
-      found = read_fine_tuned(directory, key, checkpoint.abstract(tm.abstract, tm.shardings))
+      found = read_fine_tuned(directory, self.request.benchmark.name, key, checkpoint.abstract(tm.abstract, tm.shardings))
     except Exception as e:  # pylint: disable=broad-except  (unreadable: fine-tuned again)
       why, what = "damaged", f"cannot be read ({checkpoint.reason(e)})"
     else:
@@ -420,7 +426,7 @@ class Run:
                       result: finetune.Result, info: dict[str, Any]) -> None:
     """A polyglot checkpoint of the selected model (HF-exportable via its meta)."""
     meta = {"model_kind": tm.kind, "model_config": tm.cfg.to_dict(), "task": spec.name,
-            "xtreme": info}
+            self.request.benchmark.name: info}
     if spec.labels:
       meta["labels"] = list(spec.labels)
     ck = checkpoint.Checkpointer(directory, checkpoint.CheckpointConfig(
@@ -512,7 +518,7 @@ class Run:
     if r.config.max_train_examples or r.config.max_eval_examples:
       meta["smoke run"] = (f"max_train_examples={r.config.max_train_examples}, "
                            f"max_eval_examples={r.config.max_eval_examples} (not comparable "
-                           "to XTREME)")
+                           f"to published {r.benchmark.title} results)")
     return meta
 
   def execute(self, jobs: Sequence[Job]) -> dict[str, str]:
@@ -520,7 +526,8 @@ class Run:
     results = {job.spec.name: self.task_scores(job) for job in jobs}
     scores = {t: res["scores"] for t, res in results.items()}
     splits = {t: res["splits"] for t, res in results.items()}
-    files = report.write_report(self.out, scores, self.metadata(results), splits)
+    files = report.write_report(self.out, self.request.benchmark, scores,
+                                self.metadata(results), splits)
     log.info("report: %s", ", ".join(files.values()))
     return files
 

@@ -1,12 +1,12 @@
-"""The results of an XTREME run: results.json, results.md, results.png; progress bars.
+"""The results of a benchmark run: results.json, results.md, results.png; progress bars.
 
 Input is `scores[task][lang] = {metric: value}` with values in percent, as
 `metrics` and `retrieval` return them. Each (task, language) gets one headline
-score, XTREME `evaluate.py`'s `avg_metric`: accuracy (XNLI, PAWS-X, Tatoeba),
-F1 (UD-POS, PAN-X, BUCC), the mean of exact match and F1 (XQuAD, MLQA, TyDi
-QA). A task's score is the mean over its languages, a category's the mean over
-its tasks (`GROUP2TASK`), and the overall score the mean over the categories
-present (classification, structured prediction, QA, retrieval).
+score, XTREME `evaluate.py`'s `avg_metric`: accuracy, F1 (entity F1 of tagging
+tasks, BUCC's mining F1), or the mean of exact match and F1 (QA). A task's
+score is the mean over its languages, a category's the mean over its tasks,
+and the overall score the mean over the categories present
+(`benchmarks.Benchmark`).
 """
 from __future__ import annotations
 
@@ -19,28 +19,22 @@ from typing import Any
 
 from polyglot import paths
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import tasks
+from polyglot.eval import tasks
+from polyglot.eval.benchmarks import Benchmark
 
-CATEGORIES = {  # task type -> XTREME category (paper, table 1)
-    "classification": "Sentence classification",
-    "tagging": "Structured prediction",
-    "qa": "Question answering",
-    "retrieval": "Sentence retrieval",
-}
 _DEV_MARK = "†"
 
 
-def headline(task: str, metrics: Mapping[str, float]) -> float:
-  """The one score XTREME averages for `task` from its metrics dict."""
-  spec = tasks.get_task(task)
+def headline(spec: tasks.TaskSpec, metrics: Mapping[str, float]) -> float:
+  """The one score averaged for a task from its metrics dict."""
   need = (("exact_match", "f1") if spec.task_type == "qa"
           else ("f1",) if spec.metric in ("seqeval_f1", "bucc_f1") else ("accuracy",))
   if any(k not in metrics for k in need):
-    raise DataError(f"{task} scores need {need}, got {sorted(metrics)}")
+    raise DataError(f"{spec.name} scores need {need}, got {sorted(metrics)}")
   return sum(metrics[k] for k in need) / len(need)
 
 
-def summarize(scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+def summarize(benchmark: Benchmark, scores: Mapping[str, Mapping[str, Mapping[str, float]]],
               splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
   """Headline scores per (task, language), task and category means, overall mean.
 
@@ -50,14 +44,14 @@ def summarize(scores: Mapping[str, Mapping[str, Mapping[str, float]]],
   for task, per_lang in scores.items():
     if not per_lang:
       continue
-    spec = tasks.get_task(task)
+    spec = benchmark.task(task)
     langs = {}
     for lang, m in sorted(per_lang.items()):
-      langs[lang] = {"score": headline(task, m), **m}
+      langs[lang] = {"score": headline(spec, m), **m}
       if splits and lang in splits.get(task, {}):
         langs[lang]["split"] = splits[task][lang]
     average = statistics.fmean(v["score"] for v in langs.values())
-    category = CATEGORIES[spec.task_type]
+    category = benchmark.categories[task]
     out_tasks[task] = {"category": category, "average": average, "languages": langs}
     by_category.setdefault(category, []).append(average)
   categories = {c: statistics.fmean(v) for c, v in by_category.items()}
@@ -74,10 +68,11 @@ def _fmt(x: float | None) -> str:
   return "" if x is None else f"{x:.1f}"
 
 
-def markdown(summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+def markdown(benchmark: Benchmark, summary: Mapping[str, Any], metadata: Mapping[str, Any]
+             ) -> str:
   """A language x task table with task averages, then categories and overall."""
   task_names = list(summary["tasks"])
-  lines = ["# XTREME results", ""]
+  lines = [f"# {benchmark.title} results", ""]
   lines += [f"- {k}: {v}" for k, v in metadata.items()]
   lines += ["", "| language | " + " | ".join(task_names) + " |",
             "|---|" + "---:|" * len(task_names)]
@@ -98,8 +93,7 @@ def markdown(summary: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
   lines += ["", "| category | score |", "|---|---:|"]
   lines += [f"| {c} | {_fmt(s)} |" for c, s in summary["categories"].items()]
   lines += [f"| **overall** | **{_fmt(summary['overall'])}** |", ""]
-  lines.append("Scores: accuracy (XNLI, PAWS-X, Tatoeba), F1 (UD-POS, PAN-X, BUCC), "
-               "mean of exact match and F1 (XQuAD, MLQA, TyDi QA); percent.")
+  lines.append(benchmark.score_note)
   return "\n".join(lines) + "\n"
 
 
@@ -128,17 +122,17 @@ def plot(path: str, summary: Mapping[str, Any]) -> None:
   paths.write_bytes(path, png.getvalue())
 
 
-def write_report(output_dir: str,
+def write_report(output_dir: str, benchmark: Benchmark,
                  scores: Mapping[str, Mapping[str, Mapping[str, float]]],
                  metadata: Mapping[str, Any] | None = None,
                  splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
   """Writes results.json, results.md and results.png into `output_dir` (local or a URL)."""
   out = paths.resolve(output_dir)
-  summary = summarize(scores, splits)
+  summary = summarize(benchmark, scores, splits)
   metadata = dict(metadata or {})
   files = {kind: paths.join(out, f"results.{kind}") for kind in ("json", "md", "png")}
   write_json(files["json"], summary, metadata)
-  paths.write_text(files["md"], markdown(summary, metadata))
+  paths.write_text(files["md"], markdown(benchmark, summary, metadata))
   plot(files["png"], summary)
   return files
 

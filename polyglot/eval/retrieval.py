@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme import metrics
+from polyglot.eval import metrics
 
 BUCC_NEIGHBOURS = 4  # utils_retrieve.mine_bitext(neighborhood=4)
 _ROWS_PER_CHUNK = 1024  # bounds the [chunk, m] similarity block in memory

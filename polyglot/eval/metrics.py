@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
 from polyglot.errors import DataError
-from polyglot.eval.xtreme.readers import QAExample
+from polyglot.eval.readers import QAExample
 
 
 def accuracy(gold: Sequence, pred: Sequence) -> float:

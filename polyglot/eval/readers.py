@@ -1,6 +1,7 @@
-"""Readers: XTREME task files and TFDS builders into frozen examples.
+"""Readers: task files and TFDS builders into frozen examples.
 
-Formats (names in `tasks.FILE_FORMATS`):
+Formats (names in `FILE_READERS`; a benchmark adds its own with
+`register_file_format`):
 - `pair_tsv`, `pawsx_tsv`: `sentence1<TAB>sentence2<TAB>label`, no header
   (XNLI, PAWS-X as written by XTREME's `utils_preprocess.py`); `pawsx_tsv`
   drops the rows whose translation is the placeholder `NS` or empty, as the
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from polyglot.paths import Path
-from polyglot.errors import DataError
-from polyglot.eval.xtreme import tasks
+from polyglot.errors import ConfigError, DataError
+from polyglot.eval import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,20 +379,30 @@ def read_bucc(path: Path, english_path: Path, gold_path: Path) -> BuccSet:
   return BuccSet(source_ids, source, english_ids, english, frozenset(gold))
 
 
+FileReader = Callable[[tasks.DataFile, str, Sequence[str]], Examples]  # (file, lang, labels)
+
+FILE_READERS: dict[str, FileReader] = {  # FileLayout.fmt -> reader
+    "pair_tsv": lambda f, lang, labels: read_pair_tsv(f.path, labels),
+    "pawsx_tsv": lambda f, lang, labels: read_pair_tsv(f.path, labels, drop_placeholders=True),
+    "tag_text": lambda f, lang, labels: read_tag_text(f.path),
+    "conllu": lambda f, lang, labels: read_conllu(f.path, lang),
+    "squad_json": lambda f, lang, labels: read_squad_json(f.path),
+    "tatoeba_text": lambda f, lang, labels: read_tatoeba(f.path, *f.partners),
+    "bucc_text": lambda f, lang, labels: read_bucc(f.path, *f.partners),
+}
+
+
+def register_file_format(fmt: str, reader: FileReader) -> None:
+  """Adds a benchmark's file format (its module registers it when imported)."""
+  if FILE_READERS.get(fmt, reader) is not reader:
+    raise ConfigError(f"file format {fmt!r} is registered twice; give the new one another name")
+  FILE_READERS[fmt] = reader
+
+
 def _read_file(fmt: str, f: tasks.DataFile, lang: str, labels: Sequence[str]):
-  if fmt in ("pair_tsv", "pawsx_tsv"):
-    return read_pair_tsv(f.path, labels, drop_placeholders=fmt == "pawsx_tsv")
-  if fmt == "tag_text":
-    return read_tag_text(f.path)
-  if fmt == "conllu":
-    return read_conllu(f.path, lang)
-  if fmt == "squad_json":
-    return read_squad_json(f.path)
-  if fmt == "tatoeba_text":
-    return read_tatoeba(f.path, *f.partners)
-  if fmt == "bucc_text":
-    return read_bucc(f.path, *f.partners)
-  raise DataError(f"{f.path}: no reader for format {fmt!r}; known: {tasks.FILE_FORMATS}")
+  if fmt not in FILE_READERS:
+    raise DataError(f"{f.path}: no reader for format {fmt!r}; known: {', '.join(FILE_READERS)}")
+  return FILE_READERS[fmt](f, lang, labels)
 
 
 def load(data: tasks.TaskData, lang: str, split: str) -> Examples:

@@ -24,10 +24,10 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from polyglot import models, sharding
-from polyglot.eval.xtreme import features as F
-from polyglot.eval.xtreme import report
-from polyglot.eval.xtreme.finetune import batch_multiple, round_up
-from polyglot.eval.xtreme.hparams import RetrievalHparams
+from polyglot.eval import features as F
+from polyglot.eval import report
+from polyglot.eval.finetune import batch_multiple, round_up
+from polyglot.eval.hparams import RetrievalHparams
 
 POOLINGS = {"mean": "mean", "cls": "first"}  # RetrievalHparams -> polyglot.models.pool
 _MIN_LENGTH = 16
