@@ -1,4 +1,4 @@
-"""The scores XTREME reports, computed exactly as its `evaluate.py` does.
+"""The scores the benchmarks report, computed exactly as their official scorers do.
 
 | task | metric (percent) | reference |
 |---|---|---|
@@ -7,6 +7,7 @@
 | XQuAD, TyDi QA GoldP | SQuAD v1.1 EM and F1 | SQuAD `evaluate-v1.1.py` |
 | MLQA | EM and F1 with MLQA's language-aware normalisation | MLQA `mlqa_evaluation_v1.py` |
 | BUCC 2018 | F1 of predicted vs gold pairs | `evaluate.py` `bucc_f1` |
+| XGLUE WPR | mean nDCG over queries | XGLUE `xglue_evaluate.py` `simple_ndcg` |
 
 XTREME scores UD-POS with seqeval's entity F1 too: a UPOS tag such as NOUN is
 read as prefix "N" + type "OUN", so runs of one tag merge into one chunk. We
@@ -21,6 +22,8 @@ README) are read as `O` before scoring (`map_unseen_entity_types`).
 from __future__ import annotations
 
 import collections
+import itertools
+import math
 import re
 import string
 import unicodedata
@@ -223,3 +226,64 @@ def bucc_f1(gold: Iterable[tuple[str, str]], predicted: Iterable[tuple[str, str]
   precision, recall = correct / len(predicted), correct / len(gold)
   return {"precision": 100 * precision, "recall": 100 * recall,
           "f1": 100 * 2 * precision * recall / (precision + recall)}
+
+
+# ---- ranking (XGLUE WPR) ----
+
+def ndcg(gold: Sequence[float], scores: Sequence[float]) -> float:
+  """nDCG (a fraction) of one query's documents ranked by `scores`, as
+  scikit-learn's `ndcg_score([gold], [scores])` with its defaults.
+
+  Gain is the relevance label itself (not 2**label - 1), the discount of rank
+  r (from 1) is 1 / log2(r + 1), every document counts (no cutoff), documents
+  with equal scores get their group's mean gain (the mean over the group's
+  orderings; McSherry & Najork, ECIR 2008), and a query whose labels are all 0
+  scores 0.
+  """
+  discounts = [1 / math.log2(rank + 2) for rank in range(len(gold))]
+  ideal = sum(g * d for g, d in zip(sorted(gold, reverse=True), discounts))
+  if ideal == 0:
+    return 0.0
+  order = sorted(range(len(gold)), key=lambda i: -scores[i])
+  dcg, rank = 0.0, 0
+  for _, tied in itertools.groupby(order, key=lambda i: scores[i]):
+    tied = list(tied)
+    mean_gain = sum(gold[i] for i in tied) / len(tied)
+    dcg += mean_gain * sum(discounts[rank:rank + len(tied)])
+    rank += len(tied)
+  return dcg / ideal
+
+
+def number(value, what: str, i: int) -> float:
+  try:
+    x = float(value)
+  except (TypeError, ValueError) as e:
+    raise DataError(f"{what} {i} is {value!r}, not a number") from e
+  if not math.isfinite(x):
+    raise DataError(f"{what} {i} is {value!r}; nDCG needs finite numbers")
+  return x
+
+
+def mean_ndcg(query_ids: Sequence[int], gold: Sequence, scores: Sequence) -> float:
+  """Mean nDCG (percent) over the queries with two or more documents, as XGLUE's
+  scorer (`simple_ndcg` of `evaluation/xglue_evaluate.py`); a query whose labels
+  are all 0 counts with 0.
+
+  `query_ids` are `RankExample.query_id`, `gold` the relevance labels ("0"-"4"),
+  `scores` the predictions (labels or any real scores).
+  """
+  if not len(query_ids) == len(gold) == len(scores):
+    raise DataError(f"nDCG needs one query id, gold label and score per document, got "
+                    f"{len(query_ids)}, {len(gold)} and {len(scores)}")
+  queries: dict[int, tuple[list[float], list[float]]] = {}
+  for i, (qid, g, s) in enumerate(zip(query_ids, gold, scores)):
+    g = number(g, "gold label", i)
+    if g < 0:
+      raise DataError(f"gold label {i} is {g}; relevance labels are 0-4")
+    q = queries.setdefault(qid, ([], []))
+    q[0].append(g)
+    q[1].append(number(s, "score", i))
+  values = [ndcg(g, s) for g, s in queries.values() if len(g) >= 2]
+  if not values:
+    raise DataError("nDCG needs a query with two or more documents")
+  return 100 * sum(values) / len(values)

@@ -42,6 +42,33 @@ class PairExample:
 
 
 @dataclasses.dataclass(frozen=True)
+class RankExample:
+  """A query and one document with the document's relevance label (XGLUE WPR).
+
+  A sentence pair (`text_a` the query, `text_b` the document) whose model
+  scores relevance; `query_id` groups the documents ranked together (nDCG).
+  `label` is None in an unlabelled test file.
+  """
+  guid: str
+  query_id: int
+  text_a: str
+  text_b: str
+  label: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceExample:
+  """A context and its candidate continuations, `label` the right one's index (XCOPA).
+
+  The model scores each (context, choice) pair; a softmax runs over one example's choices.
+  """
+  guid: str
+  context: str
+  choices: tuple[str, ...]
+  label: int | None
+
+
+@dataclasses.dataclass(frozen=True)
 class TagExample:
   """A sentence of words with one tag per word (UD-POS, PAN-X/NER)."""
   guid: str
@@ -82,7 +109,8 @@ class BuccSet:
   gold: frozenset[tuple[str, str]]
 
 
-Examples = (list[PairExample] | list[TagExample] | list[QAExample] | TatoebaSet | BuccSet)
+Examples = (list[PairExample] | list[RankExample] | list[ChoiceExample] | list[TagExample]
+            | list[QAExample] | TatoebaSet | BuccSet)
 
 # Tatoeba: XTREME's download script sorts the English side to hide the
 # alignment (README: "change the order of the test sentences"); a sorted side
