@@ -412,6 +412,14 @@ NOT_RUN = {
         "run as written by tests/test_language_eval.py, on the workdir/demo of a demo.gin "
         "run of 6 languages that evaluates (the demo job here skips evaluation)",
     "make test": "CI itself (.ci/run)",
+    ".venv/bin/python -m polyglot.eval --benchmark=xtreme_r --checkpoint_dir=workdir/demo "
+    "--data_dir=download --output_dir=xtreme_r/demo":
+        "XCOPA is not in ../shared/data: tests/test_xtreme_r_run.py runs this command on files "
+        "in XTREME's download layout with XCOPA's (a tiny checkpoint, a smoke-run gin file)",
+    ".venv/bin/python -m polyglot.eval --benchmark=xglue --checkpoint_dir=workdir/demo "
+    "--data_dir=xglue_full_dataset --output_dir=xglue/demo":
+        "XGLUE's data is not here: tests/test_xglue_run.py runs this command on the nine "
+        "tasks' files in the released layout (a tiny checkpoint, a smoke-run gin file)",
     "make install ACCEL=gpu": "downloads CUDA wheels; tests/test_accelerators.py dry-runs "
                               "the target and checks the extra",
     "python tools/benchmark.py train --model small --steps 30 --warmup 3 --compare_hf":

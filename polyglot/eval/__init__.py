@@ -20,6 +20,7 @@ on its own:
 - `languages`: per-language held-out MLM of a pretraining run;
 - `bitext`: retrieval on any aligned corpus (`python -m polyglot.eval.bitext`).
 
-Benchmarks: `xtreme` (`polyglot.eval.xtreme`). Nothing heavy is imported at
+Benchmarks: `xtreme` (`polyglot.eval.xtreme`), `xtreme_r` (`polyglot.eval.xtreme_r`),
+`xglue` (`polyglot.eval.xglue`). Nothing heavy is imported at
 import time; TensorFlow only by the TFDS readers and by `polyglot.load`.
 """

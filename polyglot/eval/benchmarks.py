@@ -7,19 +7,23 @@ so the evaluation core imports no benchmark.
 Averaging: a (task, language) has one headline score (`report.headline`), a
 task the mean over its languages, a category the mean over its tasks, and the
 overall score the mean over the categories present (XTREME's `GROUP2TASK`
-averaging; a benchmark that averages tasks puts them in one category).
+averaging) or over the tasks (`average="tasks"`: XTREME-R's, XGLUE's).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from polyglot.errors import ConfigError
 from polyglot.eval import readers
 from polyglot.eval.tasks import TaskSpec
 
-MODULES = {"xtreme": "polyglot.eval.xtreme.tasks"}  # --benchmark -> module with BENCHMARK
+MODULES = {"xtreme": "polyglot.eval.xtreme.tasks",  # --benchmark -> module with BENCHMARK
+           "xtreme_r": "polyglot.eval.xtreme_r.tasks",
+           "xglue": "polyglot.eval.xglue.tasks"}
+AVERAGES = ("categories", "tasks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +35,15 @@ class Benchmark:
   gin_file: str  # per-task settings, relative to gin/ (parsed before the user's files)
   categories: Mapping[str, str]  # task name -> category
   score_note: str  # the report's line on what each task's headline score is
+  average: str = "categories"  # the overall score: the mean over "categories" or "tasks"
+  # (output dir of one split, spec, language, `finetune.predictions`): writes the
+  # predictions of a fine-tuned task as the benchmark's scorer reads them.
+  write_predictions: Callable[[str, TaskSpec, str, Any], None] | None = None
 
   def __post_init__(self):
+    if self.average not in AVERAGES:
+      raise ConfigError(f"benchmark {self.name}: average={self.average!r} is invalid: use "
+                        f"one of {AVERAGES}")
     absent = sorted(set(self.tasks) ^ set(self.categories))
     if absent:
       raise ConfigError(f"benchmark {self.name}: tasks {absent} need exactly one category")

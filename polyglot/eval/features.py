@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from polyglot.errors import DataError
-from polyglot.eval.readers import PairExample, QAExample, TagExample
+from polyglot.eval.readers import ChoiceExample, PairExample, QAExample, TagExample
 
 IGNORE_LABEL = -100  # torch CrossEntropyLoss ignore_index, XTREME's pad_token_label_id
 # XTREME scripts/train_qa.sh and run_squad.py defaults.
@@ -104,6 +104,31 @@ def classification_features(examples: Sequence[PairExample], tok: Tokenizer,
       raise DataError(f"{ex.guid}: label {ex.label!r} is not one of {tuple(labels)}")
     out.append(ClassificationFeature(tuple(encode_pair(tok, ex.text_a, ex.text_b, max_length)),
                                      label_id[ex.label]))
+  return out
+
+
+# ---- multiple choice ----
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceFeature:
+  input_ids: tuple[tuple[int, ...], ...]  # one (context, choice) pair encoding per choice
+  label: int  # the right choice's index
+
+
+def choice_features(examples: Sequence[ChoiceExample], tok: Tokenizer, max_length: int
+                    ) -> list[ChoiceFeature]:
+  """Each example's (context, choice) pairs (XTREME's `run_xcopa.py`: `tokenizer(first,
+  second, truncation=True)`); every example needs as many choices as the first."""
+  out = []
+  for ex in examples:
+    if len(ex.choices) != len(examples[0].choices):
+      raise DataError(f"{ex.guid}: {len(ex.choices)} choices, but {examples[0].guid} has "
+                      f"{len(examples[0].choices)}; a task's examples need as many choices")
+    if ex.label is None or not 0 <= ex.label < len(ex.choices):
+      raise DataError(f"{ex.guid}: label {ex.label!r} is not a choice index "
+                      f"(0..{len(ex.choices) - 1})")
+    out.append(ChoiceFeature(tuple(tuple(encode_pair(tok, ex.context, c, max_length))
+                                   for c in ex.choices), ex.label))
   return out
 
 
@@ -341,6 +366,17 @@ def classification_batch(features: Sequence[ClassificationFeature], length: int,
                          ) -> dict[str, np.ndarray]:
   """input_ids, input_mask [b, l]; labels [b]."""
   batch = _inputs([f.input_ids for f in features], length, pad_id)
+  batch["labels"] = np.array([f.label for f in features], np.int32)
+  return batch
+
+
+def choice_batch(features: Sequence[ChoiceFeature], length: int, pad_id: int
+                 ) -> dict[str, np.ndarray]:
+  """input_ids, input_mask [b, c, l]; labels [b]."""
+  rows = [row for f in features for row in f.input_ids]
+  batch = _inputs(rows, length, pad_id)  # [b * c, l]
+  c = len(features[0].input_ids) if features else 0
+  batch = {k: v.reshape(len(features), c, length) for k, v in batch.items()}
   batch["labels"] = np.array([f.label for f in features], np.int32)
   return batch
 

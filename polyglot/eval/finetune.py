@@ -46,8 +46,10 @@ MODEL_KINDS = {  # task type -> polyglot.models kind
     "classification": "sequence_classification",
     "tagging": "token_classification",
     "qa": "question_answering",
+    "multiple_choice": "multiple_choice",
 }
 _BATCH_FNS = {"classification": F.classification_batch, "tagging": F.tagging_batch,
+              "multiple_choice": F.choice_batch,
               "qa": F.qa_batch}
 _LABEL_KEYS = ("labels", "start_positions", "end_positions")
 _LOG_TIMES = 10  # loss lines per fine-tuning run
@@ -81,19 +83,22 @@ def featurize(spec: tasks.TaskSpec, examples: Sequence[Any], tok: F.OffsetTokeni
     return F.classification_features(examples, tok, spec.labels, max_seq_length)
   if spec.task_type == "tagging":
     return F.tagging_features(examples, tok, max_seq_length, spec.labels if training else None)
+  if spec.task_type == "multiple_choice":
+    return F.choice_features(examples, tok, max_seq_length)
   return F.qa_features(examples, tok, training=training, **qa_window(max_seq_length))
 
 
 def make_batch(task_type: str, feats: Sequence[Any], length: int, rows: int, pad_id: int,
                bos_id: int, eos_id: int) -> dict[str, np.ndarray]:
-  """input_ids [rows, length] and the labels of `task_type`, padded to `rows`."""
+  """input_ids [rows, length] ([rows, choices, length]) and the labels of `task_type`,
+  padded to `rows`."""
   batch = _BATCH_FNS[task_type](feats, length, pad_id)
   del batch["input_mask"]  # the model derives it from `<pad>`
   extra = rows - len(feats)
   if extra < 0:
     raise DataError(f"{len(feats)} features do not fit a batch of {rows} rows")
-  filler = np.full((extra, length), pad_id, np.int32)  # [extra, l]
-  filler[:, :2] = (bos_id, eos_id)  # never an all-padding row: no fully masked attention
+  filler = np.full((extra, *batch["input_ids"].shape[1:]), pad_id, np.int32)  # [extra, ..., l]
+  filler[..., :2] = (bos_id, eos_id)  # never an all-padding row: no fully masked attention
   batch["input_ids"] = np.concatenate([batch["input_ids"], filler])
   for key in _LABEL_KEYS:
     if key in batch:
@@ -254,7 +259,7 @@ def init_params(tm: TaskModel, encoder_params, seed: int):
 def predict(tm: TaskModel, params, feats: Sequence[Any], length: int, rows: int, tok,
             desc: str):
   """Logits of every feature, dropout off: classification [N, n], tagging
-  [N, l, n], QA ([N, l], [N, l])."""
+  [N, l, n], QA ([N, l], [N, l]), multiple choice [N, c]."""
   rows = round_up(rows, batch_multiple(tm.mesh))
   chunks = []
   starts = range(0, len(feats), rows)
@@ -271,38 +276,71 @@ def predict(tm: TaskModel, params, feats: Sequence[Any], length: int, rows: int,
 
 
 def has_gold(spec: tasks.TaskSpec, examples: Sequence[Any]) -> bool:
-  """False for a QA split whose answers are all empty: an unlabelled copy (the
-  shared TyDi QA GoldP dev files), which would score an empty prediction as an
-  exact match."""
-  return spec.task_type != "qa" or any(a.text.strip() for ex in examples for a in ex.answers)
+  """False for an unlabelled copy: a QA split whose answers are all empty (the
+  shared TyDi QA GoldP dev files, which would score an empty prediction as an
+  exact match), or a classification split without labels (XGLUE's test files
+  as first released)."""
+  if spec.task_type == "qa":
+    return any(a.text.strip() for ex in examples for a in ex.answers)
+  return spec.task_type == "tagging" or all(ex.label is not None for ex in examples)
 
 
 def _is_iob(labels: Sequence[str]) -> bool:
   return all(label == "O" or label[:2] in ("B-", "I-") for label in labels)
 
 
-def score(spec: tasks.TaskSpec, data: Split, outputs) -> dict[str, float]:
-  """XTREME's metrics (percent) of one split's predictions."""
+def expected_grades(spec: tasks.TaskSpec, logits) -> list[float]:
+  """Each example's expected relevance grade under the softmax of its [N, n] logits over
+  `spec.labels` (numeric grades): a ranking score that breaks the ties of an argmax."""
+  grades = np.array([float(label) for label in spec.labels])  # [n]
+  logits = np.asarray(logits, np.float64)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  return list((p / p.sum(-1, keepdims=True)) @ grades)  # [N]
+
+
+def predictions(spec: tasks.TaskSpec, data: Split, outputs) -> Any:
+  """What the model predicts for each example of a split, from its outputs: a label each
+  (classification), a ranking score each (`ndcg`), a choice index each (multiple choice),
+  a tag per word of each sentence (tagging), question id -> answer text (QA)."""
+  if spec.metric == "ndcg":
+    return expected_grades(spec, outputs)
   if spec.task_type == "classification":
-    pred = [spec.labels[i] for i in np.asarray(outputs).argmax(-1)]  # [N, n] -> [N]
+    return [spec.labels[i] for i in np.asarray(outputs).argmax(-1)]  # [N, n] -> [N]
+  if spec.task_type == "multiple_choice":
+    return [int(i) for i in np.asarray(outputs).argmax(-1)]  # [N, c] -> [N]
+  if spec.task_type == "tagging":
+    return F.word_predictions(data.examples, data.features, outputs, spec.labels)
+  return F.best_answers(F.qa_nbest(data.examples, data.features, *outputs))
+
+
+def metrics_of(spec: tasks.TaskSpec, data: Split, pred) -> dict[str, float]:
+  """The task's metrics (percent) of one split's `predictions`."""
+  if spec.metric == "ndcg":
+    return {"ndcg": metrics.mean_ndcg([ex.query_id for ex in data.examples],
+                                      [ex.label for ex in data.examples], pred)}
+  if spec.task_type in ("classification", "multiple_choice"):
     return {"accuracy": metrics.accuracy([ex.label for ex in data.examples], pred)}
   if spec.task_type == "tagging":
-    pred = F.word_predictions(data.examples, data.features, outputs, spec.labels)
     gold = [list(ex.tags) for ex in data.examples]
     if _is_iob(spec.labels):  # MasakhaNER's DATE vs English CoNLL training: read as O
       gold = metrics.map_unseen_entity_types(gold, spec.labels)
     return metrics.span_f1(gold, pred)
-  nbest = F.qa_nbest(data.examples, data.features, *outputs)
   lang = data.lang if spec.metric == "mlqa" else None
-  return metrics.qa_scores(metrics.gold_answers(data.examples), F.best_answers(nbest), lang=lang)
+  return metrics.qa_scores(metrics.gold_answers(data.examples), pred, lang=lang)
+
+
+def score(spec: tasks.TaskSpec, data: Split, outputs) -> dict[str, float]:
+  """The task's metrics (percent) of one split's model outputs."""
+  return metrics_of(spec, data, predictions(spec, data, outputs))
 
 
 def evaluate(spec: tasks.TaskSpec, tm: TaskModel, params, data: Split, hp: TaskHparams,
-             rows: int, tok) -> dict[str, float]:
-  """`spec`'s metrics on `data`, predicted in batches of `rows`."""
+             rows: int, tok) -> tuple[dict[str, float], Any]:
+  """`spec`'s metrics on `data` and the predictions scored, predicted in batches of `rows`."""
   outputs = predict(tm, params, data.features, hp.max_seq_length, rows, tok,
                     f"{spec.name} {data.lang}/{data.split}")
-  return score(spec, data, outputs)
+  pred = predictions(spec, data, outputs)
+  return metrics_of(spec, data, pred), pred
 
 
 # ---- fine-tuning ----
@@ -377,7 +415,7 @@ def fine_tune(spec: tasks.TaskSpec, tm: TaskModel, hp: TaskHparams, encoder_para
         bar.set_postfix(loss=f"{loss:.4f}")
         log.info("%s: step %d/%d loss %.4f", name, step, num_steps, loss)
       if step in evals:
-        dev_score = report.headline(spec, evaluate(spec, tm, params, dev, hp, rows, tok))
+        dev_score = report.headline(spec, evaluate(spec, tm, params, dev, hp, rows, tok)[0])
         log.info("%s: step %d English dev %.2f", name, step, dev_score)
         if best is None or dev_score > best[0]:
           best = (dev_score, step, jax.device_put(params, tm.shardings, may_alias=False))

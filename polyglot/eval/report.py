@@ -5,8 +5,8 @@ Input is `scores[task][lang] = {metric: value}` with values in percent, as
 score, XTREME `evaluate.py`'s `avg_metric`: accuracy, F1 (entity F1 of tagging
 tasks, BUCC's mining F1), or the mean of exact match and F1 (QA). A task's
 score is the mean over its languages, a category's the mean over its tasks,
-and the overall score the mean over the categories present
-(`benchmarks.Benchmark`).
+and the overall score the mean over the categories present or over the tasks
+(`benchmarks.Benchmark.average`).
 """
 from __future__ import annotations
 
@@ -27,18 +27,21 @@ _DEV_MARK = "†"
 
 def headline(spec: tasks.TaskSpec, metrics: Mapping[str, float]) -> float:
   """The one score averaged for a task from its metrics dict."""
-  need = (("exact_match", "f1") if spec.task_type == "qa"
-          else ("f1",) if spec.metric in ("seqeval_f1", "bucc_f1") else ("accuracy",))
+  need = spec.headline or (("exact_match", "f1") if spec.task_type == "qa"
+                           else ("f1",) if spec.metric in ("seqeval_f1", "bucc_f1")
+                           else ("ndcg",) if spec.metric == "ndcg" else ("accuracy",))
   if any(k not in metrics for k in need):
     raise DataError(f"{spec.name} scores need {need}, got {sorted(metrics)}")
   return sum(metrics[k] for k in need) / len(need)
 
 
 def summarize(benchmark: Benchmark, scores: Mapping[str, Mapping[str, Mapping[str, float]]],
-              splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+              splits: Mapping[str, Mapping[str, str]] | None = None,
+              seconds: Mapping[str, float] | None = None) -> dict[str, Any]:
   """Headline scores per (task, language), task and category means, overall mean.
 
-  `splits[task][lang]` names the split scored ("test" or "dev"), when known.
+  `splits[task][lang]` names the split scored ("test" or "dev"), when known;
+  `seconds[task]` the wall time of the task's evaluation (fine-tuning included).
   """
   out_tasks, by_category = {}, {}
   for task, per_lang in scores.items():
@@ -53,9 +56,13 @@ def summarize(benchmark: Benchmark, scores: Mapping[str, Mapping[str, Mapping[st
     average = statistics.fmean(v["score"] for v in langs.values())
     category = benchmark.categories[task]
     out_tasks[task] = {"category": category, "average": average, "languages": langs}
+    if seconds and task in seconds:
+      out_tasks[task]["seconds"] = seconds[task]
     by_category.setdefault(category, []).append(average)
   categories = {c: statistics.fmean(v) for c, v in by_category.items()}
-  overall = statistics.fmean(categories.values()) if categories else None
+  means = (categories.values() if benchmark.average == "categories"
+           else [t["average"] for t in out_tasks.values()])
+  overall = statistics.fmean(means) if means else None
   return {"tasks": out_tasks, "categories": categories, "overall": overall}
 
 
@@ -94,6 +101,9 @@ def markdown(benchmark: Benchmark, summary: Mapping[str, Any], metadata: Mapping
   lines += [f"| {c} | {_fmt(s)} |" for c, s in summary["categories"].items()]
   lines += [f"| **overall** | **{_fmt(summary['overall'])}** |", ""]
   lines.append(benchmark.score_note)
+  times = [f"{t} {e['seconds']:.0f} s" for t, e in summary["tasks"].items() if "seconds" in e]
+  if times:
+    lines += ["", "Wall time per task (fine-tuning and prediction): " + ", ".join(times) + "."]
   return "\n".join(lines) + "\n"
 
 
@@ -125,10 +135,11 @@ def plot(path: str, summary: Mapping[str, Any]) -> None:
 def write_report(output_dir: str, benchmark: Benchmark,
                  scores: Mapping[str, Mapping[str, Mapping[str, float]]],
                  metadata: Mapping[str, Any] | None = None,
-                 splits: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+                 splits: Mapping[str, Mapping[str, str]] | None = None,
+                 seconds: Mapping[str, float] | None = None) -> dict[str, str]:
   """Writes results.json, results.md and results.png into `output_dir` (local or a URL)."""
   out = paths.resolve(output_dir)
-  summary = summarize(benchmark, scores, splits)
+  summary = summarize(benchmark, scores, splits, seconds)
   metadata = dict(metadata or {})
   files = {kind: paths.join(out, f"results.{kind}") for kind in ("json", "md", "png")}
   write_json(files["json"], summary, metadata)

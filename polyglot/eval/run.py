@@ -11,7 +11,11 @@ that did not. The output directory holds:
   results.json, results.md, results.png   the report (`report.write_report`)
   config.gin                               the operative gin config and the settings fitted to
                                            the checkpoint (the entry point)
-  scores/<task>.json                       a task's scores and their key ("settings")
+  scores/<task>.json                       a task's scores, their key ("settings") and the
+                                           wall time that made them ("seconds")
+  predictions/<split>/...                  the predictions scored, in the benchmark's
+                                           submission format (`Benchmark.write_predictions`;
+                                           XGLUE's), written with the scores
   finetuned/<task>/<step>/                 a task's selected fine-tuned model: a polyglot
                                            checkpoint that `polyglot.load` reads (meta:
                                            model_kind, model_config, labels, task, and
@@ -61,6 +65,7 @@ from polyglot.eval.tokenizer import SentencePieceTokenizer
 log = logging.getLogger("polyglot.eval")
 
 SCORES_DIR = "scores"
+PREDICTIONS_DIR = "predictions"
 FINETUNED_DIR = "finetuned"
 
 
@@ -362,13 +367,15 @@ class Run:
     stored = self.stored_scores(name, path, key)
     if stored is not None:
       return stored
+    start = time.perf_counter()
     if job.spec.fine_tuned:
       scores, splits, model = self.fine_tuned_scores(job, langs)
     else:
       (scores, splits), model = self.retrieval_scores(job, langs), None
     result = {"task": name, "settings": key, "checkpoint": self.source.directory,
               "step": self.source.step, "data_dir": job.data.root, "scores": scores,
-              "splits": splits, "model": model}
+              "splits": splits, "model": model,
+              "seconds": round(time.perf_counter() - start, 1)}
     _write_json(path, result)
     return result
 
@@ -386,7 +393,8 @@ class Run:
     if not paths.Path(directory).is_dir():
       return None
     try:
-      found = read_fine_tuned(directory, self.request.benchmark.name, key, checkpoint.abstract(tm.abstract, tm.shardings))
+      found = read_fine_tuned(directory, self.request.benchmark.name, key,
+                              checkpoint.abstract(tm.abstract, tm.shardings))
     except Exception as e:  # pylint: disable=broad-except  (unreadable: fine-tuned again)
       why, what = "damaged", f"cannot be read ({checkpoint.reason(e)})"
     else:
@@ -456,9 +464,13 @@ class Run:
     tm = finetune.task_model(spec, self.source.cfg, self.mesh)
     params, info = self.fine_tuned_model(job, tm)
     scores, splits = {}, {}
+    write = self.request.benchmark.write_predictions
     for s in evals:
-      scores[s.lang] = finetune.evaluate(spec, tm, params, s, job.hparams, self.rows, self.tok)
+      scores[s.lang], pred = finetune.evaluate(spec, tm, params, s, job.hparams, self.rows,
+                                               self.tok)
       splits[s.lang] = s.split
+      if write is not None:
+        write(paths.join(self.out, PREDICTIONS_DIR, s.split), spec, s.lang, pred)
       log.info("%s %s/%s: %s", spec.name, s.lang, s.split, _brief(scores[s.lang]))
     return scores, splits, info
 
@@ -526,8 +538,9 @@ class Run:
     results = {job.spec.name: self.task_scores(job) for job in jobs}
     scores = {t: res["scores"] for t, res in results.items()}
     splits = {t: res["splits"] for t, res in results.items()}
+    seconds = {t: res["seconds"] for t, res in results.items() if "seconds" in res}
     files = report.write_report(self.out, self.request.benchmark, scores,
-                                self.metadata(results), splits)
+                                self.metadata(results), splits, seconds)
     log.info("report: %s", ", ".join(files.values()))
     return files
 

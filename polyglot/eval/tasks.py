@@ -26,8 +26,8 @@ from polyglot.paths import Path
 from polyglot.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
-TASK_TYPES = ("classification", "tagging", "qa", "retrieval")
-METRICS = ("accuracy", "seqeval_f1", "squad", "mlqa", "bucc_f1")
+TASK_TYPES = ("classification", "tagging", "qa", "multiple_choice", "retrieval")
+METRICS = ("accuracy", "seqeval_f1", "squad", "mlqa", "bucc_f1", "ndcg")
 TFDS_FORMATS = ("tfds_xnli", "tfds_pair", "tfds_upos", "tfds_wikiann", "tfds_squad",
                 "tfds_tatoeba", "tfds_bucc")
 ANY_DIR = r"(?:.*/)?"  # a FileLayout pattern's optional leading folders
@@ -93,7 +93,13 @@ class TfdsSplit:
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-  """A task: type, metric, labels, the benchmark's languages, data layouts."""
+  """A task: type, metric, labels, the benchmark's languages, data layouts.
+
+  `headline` names the metrics whose mean is the task's one score (`report.headline`);
+  empty: the metric's usual one (accuracy; F1; the mean of exact match and F1 for QA).
+  `ndcg` ranks a classification task's examples by expected label value (labels
+  are relevance grades) within each `RankExample.query_id`.
+  """
   name: str
   task_type: str
   metric: str
@@ -102,6 +108,7 @@ class TaskSpec:
   tfds: Mapping[str, TfdsSplit]
   labels: tuple[str, ...] = ()
   train_language: str = "en"
+  headline: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.task_type not in TASK_TYPES:
@@ -110,6 +117,9 @@ class TaskSpec:
     if self.metric not in METRICS:
       raise ConfigError(f"TaskSpec {self.name}: metric={self.metric!r} is invalid: "
                         f"use one of {METRICS}")
+    if self.metric == "ndcg" and self.task_type != "classification":
+      raise ConfigError(f"TaskSpec {self.name}: metric 'ndcg' ranks by a classification "
+                        f"head's grades, not a {self.task_type} task's outputs")
     if set(self.tfds) - set(SPLITS):
       raise ConfigError(f"TaskSpec {self.name}: tfds splits {sorted(self.tfds)} must be in "
                         f"{SPLITS}")

@@ -130,6 +130,25 @@ class SequenceClassifier(nnx.Module):
     return self.classifier(out.last_hidden, r_head), out.aux
 
 
+class MultipleChoice(nnx.Module):
+  """Multiple choice (HF `XLMRobertaForMultipleChoice`'s task): one score per (context,
+  choice) row from the `<s>` head with one output, logits [b, c] over each example's c
+  choices. The head is `SequenceClassificationHead` (dense, tanh, projection), the shape of
+  HF's pooler and classifier."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.encoder = Encoder(cfg, rngs=rngs)
+    self.classifier = SequenceClassificationHead(cfg, 1, rngs=rngs)
+
+  def __call__(self, input_ids, segment_ids=None, positions=None, *, dropout_rng=None):
+    """input_ids [b, c, l] -> logits [b, c]."""
+    b, c, length = input_ids.shape
+    flat = lambda x: None if x is None else x.reshape(b * c, length)  # noqa: E731
+    r_enc, r_head = layers.split_rng(dropout_rng, 2)
+    out = self.encoder(flat(input_ids), flat(segment_ids), flat(positions), dropout_rng=r_enc)
+    return self.classifier(out.last_hidden, r_head).reshape(b, c), out.aux
+
+
 class TokenClassifier(nnx.Module):
   """`XLMRobertaForTokenClassification`: logits [b, l, n]."""
 
@@ -169,7 +188,8 @@ def sentence_embeddings(encoder: Encoder, input_ids: jax.Array, *, layer: int,
   return pool(out.hidden_states[layer], segment_ids, pooling)
 
 
-KINDS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
+KINDS = ("masked_lm", "sequence_classification", "token_classification", "question_answering",
+         "multiple_choice")
 
 
 def build(kind: str, cfg: EncoderConfig, *, rngs: nnx.Rngs, num_labels: int | None = None,
@@ -183,6 +203,8 @@ def build(kind: str, cfg: EncoderConfig, *, rngs: nnx.Rngs, num_labels: int | No
     return MaskedLM(cfg, rngs=rngs)
   if kind == "question_answering":
     return QuestionAnswering(cfg, rngs=rngs)
+  if kind == "multiple_choice":
+    return MultipleChoice(cfg, rngs=rngs)
   if kind in ("sequence_classification", "token_classification"):
     if not num_labels or num_labels < 1:
       raise ConfigError(f"num_labels={num_labels!r} is invalid for {kind}: pass the label count")
