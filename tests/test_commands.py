@@ -393,6 +393,8 @@ SAME_AS = {
     "--text_dir /tmp/bench/udhr1000": "bench_data_udhr_text",  # the same, without --cold
     README_HOSTS[0]: "tpu_pod",
     README_HOSTS[1]: "tpu_pod",
+    "python -m polyglot.eval --benchmark=xtreme": "xtreme",  # the prose's names of the command
+    "python -m polyglot.eval --benchmark=xtreme|xtreme_r|xglue": "xtreme",
 }
 
 SAMPLING_ONE_LINER = (
