@@ -139,13 +139,13 @@ def uninterrupted(compile_cache, tmp_path_factory):
 
 
 def test_sigkill_at_random_points_resumes_bit_identical(compile_cache, uninterrupted, tmp_path):
-  """Six SIGKILLs at random steps (seeded), mostly during asynchronous saves (every 2 steps):
+  """Four SIGKILLs at random steps (seeded), mostly during asynchronous saves (every 2 steps):
   every step's loss, across all the resumed runs, and the final parameters equal the
   uninterrupted run's, and metrics.jsonl lists each step once."""
   rng = np.random.default_rng(0)
   args = (f"--gin.NUM_STEPS={KILL_STEPS}", "--gin.CheckpointConfig.save_every=2")
   workdir = tmp_path / "run"
-  targets = sorted(rng.choice(np.arange(2, KILL_STEPS - 4), size=6, replace=False))
+  targets = sorted(rng.choice(np.arange(2, KILL_STEPS - 4), size=4, replace=False))
   kills = 0
   for i, target in enumerate(targets):
     with open(tmp_path / f"stderr.{i}", "w") as stderr:
@@ -158,7 +158,7 @@ def test_sigkill_at_random_points_resumes_bit_identical(compile_cache, uninterru
     else:
       proc.wait()
     watcher.stdout()
-  assert kills >= 5, kills
+  assert kills >= 3, kills
   final = run(compile_cache, workdir, *args)
   assert final.returncode == 0, final.stderr[-3000:]
   assert "resumed from step" in final.stderr

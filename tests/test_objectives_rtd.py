@@ -60,22 +60,29 @@ def test_labels_and_losses_against_numpy(prediction_rate):
   graphdef, state = nnx.split(model)
   params = nnx.to_pure_dict(state)
   metrics = jax.jit(lambda p: objective.evaluate(p, graphdef, batch))(params)
-  _, loss, train_metrics, _ = objective.grads(params, graphdef, batch, jax.random.key(3), None)
+  _, loss, train_metrics, _ = jax.jit(
+      lambda p: objective.grads(p, graphdef, batch, jax.random.key(3), None))(params)
 
   original, weights = batch["targets"], batch["loss_weights"]
   real = batch["segment_ids"] > 0
   corrupted = np.where(weights > 0, SAMPLED, original)
   labels = (corrupted != original) & real
   assert 0 < labels.sum() < (weights > 0).sum()  # some replacements restored the original
-  out = model.encoder(jnp.asarray(corrupted), batch["segment_ids"], batch["positions"])
-  z = np.asarray(model.rtd_head(out.last_hidden), np.float64)                     # [b, l]
+
+  @jax.jit
+  def outputs(p):  # the discriminator's logits on the corrupted row, the generator's
+    m = nnx.merge(graphdef, p)
+    out = m.encoder(jnp.asarray(corrupted), batch["segment_ids"], batch["positions"])
+    embedded = m.encoder.embeddings(batch["input_ids"], batch["segment_ids"],
+                                    batch["positions"], None, None)
+    gen, _ = m.generator(embedded, batch["segment_ids"], m.encoder.embeddings.word[...])
+    return m.rtd_head(out.last_hidden), gen
+
+  z, gen_logits = outputs(params)
+  z = np.asarray(z, np.float64)                                                     # [b, l]
   want_detection = -np.where(labels, log_sigmoid(z), log_sigmoid(-z))[real].mean()
   want_accuracy = ((z > 0) == labels)[real].mean()
-  embedded = model.encoder.embeddings(batch["input_ids"], batch["segment_ids"],
-                                      batch["positions"], None, None)
-  gen_logits, _ = model.generator(embedded, batch["segment_ids"],
-                                  model.encoder.embeddings.word[...])             # [b, l, v]
-  g = np.asarray(gen_logits, np.float64)
+  g = np.asarray(gen_logits, np.float64)                                            # [b, l, v]
   log_z = np.log(np.exp(g - g.max(-1, keepdims=True)).sum(-1)) + g.max(-1)
   ce = log_z - np.take_along_axis(g, original[..., None], -1)[..., 0]
   want_generator = ce[weights > 0].mean()
@@ -127,7 +134,7 @@ def test_discriminator_loss_reaches_the_generator_only_through_shared_embeddings
     loss = lambda p: rtd.loss_fn(p, selected, jax.random.key(5), graphdef=graphdef,  # noqa: E731
                                  totals=totals, discriminator_weight=weight,
                                  loss_cfg=objective.loss_cfg)
-    return jax.device_get(jax.grad(lambda p: loss(p)[0])(params))
+    return jax.device_get(jax.jit(jax.grad(lambda p: loss(p)[0]))(params))
 
   full, generator_only = grads(50.0), grads(0.0)
   for a, b in zip(jax.tree.leaves(full["generator"]), jax.tree.leaves(generator_only["generator"]),
