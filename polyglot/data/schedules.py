@@ -19,7 +19,6 @@ batches of an uninterrupted run (`polyglot.data.streams`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 
