@@ -424,6 +424,10 @@ NOT_RUN = {
         "tasks' files in the released layout (a tiny checkpoint, a smoke-run gin file)",
     "make install ACCEL=gpu": "downloads CUDA wheels; tests/test_accelerators.py dry-runs "
                               "the target and checks the extra",
+    "python tools/benchmark.py train --model base --batch_size 32 --seq_len 128 --steps 2 "
+    "--warmup 1 --no_record": "a 31 s step measured on this machine (docs/benchmarks.md, the "
+                              "XTREME cost estimate); the command shape runs in "
+                              "test_benchmark_compares_with_hf",
     "python tools/benchmark.py train --model small --steps 30 --warmup 3 --compare_hf":
         RECORD + "was made); the command shape runs in test_benchmark_compares_with_hf",
     "python tools/benchmark.py train --model tiny --steps 30 --warmup 3 --compare_hf":
