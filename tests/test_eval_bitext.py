@@ -153,6 +153,7 @@ def test_same_text_both_sides_is_found_and_a_shifted_alignment_never(ckpt, tmp_p
     pair, = json.loads(out.read_text("utf-8"))["pairs"]
     assert (pair["a"], pair["b"], pair["sentences"]) == ("sw", "copy", 12)
     assert pair["a_to_b"] == pair["b_to_a"] == pair["mean"] == expected, other
+    assert pair["mining_f1"] == expected, other  # mined: the copies, one line off or not
 
 
 def test_each_direction_retrieves_from_the_other_side():
@@ -163,10 +164,23 @@ def test_each_direction_retrieves_from_the_other_side():
            ("y", "y0"): np.array([1.0, 0.0]), ("y", "y1"): np.array([0.0, 1.0])}
   scores = bitext_eval.score([pair, bitext_eval.Bitext("y", "x", ("y0", "y1"), ("x0", "x1"),
                                                        aligned=2)], table)
+  # Mining (ratio margin, 2 neighbours): x0-y0 scores 1.336 and x1-y1 0.333; x1-y0 (1.288)
+  # loses y0 to x0 in the one-to-one pass: both pairs are mined, F1 100.
   assert scores[0] == {"a": "x", "b": "y", "aligned": 5, "sentences": 2, "a_to_b": 50.0,
-                       "b_to_a": 100.0, "mean": 75.0}
+                       "b_to_a": 100.0, "mean": 75.0, "mining_f1": 100.0}
   assert (scores[1]["a_to_b"], scores[1]["b_to_a"]) == (100.0, 50.0)
-  assert bitext_eval.average(scores) == {"a_to_b": 75.0, "b_to_a": 75.0, "mean": 75.0}
+  assert bitext_eval.average(scores) == {"a_to_b": 75.0, "b_to_a": 75.0, "mean": 75.0,
+                                         "mining_f1": 100.0}
+
+
+def test_mining_f1_finds_the_aligned_rows_and_misses_a_shifted_alignment():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(12, 16))
+  b = a + 0.1 * rng.normal(size=a.shape)  # row i of b translates row i of a
+  assert bitext_eval.mining_f1(a, b) == 100.0
+  assert bitext_eval.mining_f1(a, np.roll(b, 1, axis=0)) == 0.0  # every mined pair off by one
+  half = np.concatenate([b[:6], np.roll(b[6:], 1, axis=0)])  # the last 6 rows shifted
+  assert 40.0 <= bitext_eval.mining_f1(a, half) <= 67.0  # 6 right of 12: F1 at most 2/3
 
 
 def test_command_line_with_relative_paths(ckpt, tmp_path):

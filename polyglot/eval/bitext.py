@@ -24,7 +24,10 @@ does (`polyglot.eval.embed`: pooled hidden state; the layer and
 length fitted to the checkpoint by `hparams.fit` unless --layer,
 --max_seq_length are given). Accuracy@1 in percent, both ways: a->b, the
 share of a-sentences whose cosine-nearest b-sentence is their translation;
-b->a likewise; and their mean; then the average over pairs. `--max_pairs=N`
+b->a likewise; and their mean; and BUCC-style mining F1: ratio-margin
+candidates of the two sides (XTREME's BUCC mining) against the alignment, at
+the F1-best threshold (no dev split: an upper bound); then the average over
+pairs. `--max_pairs=N`
 keeps the first N aligned sentences of each pair. Prints a table; --output
 writes it as JSON with the settings. Paths may be relative or gs://.
 Errors print one `error: ...` line: exit 2 for flags, 1 for data and
@@ -168,12 +171,25 @@ def embed_all(bitexts: Sequence[Bitext], embed: Callable[[list[str], str], np.nd
   return out
 
 
+def mining_f1(emb_a: np.ndarray, emb_b: np.ndarray) -> float:
+  """BUCC-style mining F1 (percent) over row-aligned [n, d] embeddings: the one-to-one
+  ratio-margin candidates of the two sides (`retrieval.margin_mine`, XTREME's
+  `mine_bitext`) against the alignment, at the F1-best score threshold. A bitext has no
+  dev split to choose the threshold on, so it is chosen on these pairs: an upper bound
+  of what a threshold fixed in advance gives."""
+  k = min(retrieval.BUCC_NEIGHBOURS, len(emb_a), len(emb_b))
+  candidates = {(s, t): score for s, t, score in retrieval.margin_mine(emb_a, emb_b, k)}
+  return retrieval.bucc_scores(candidates, {(i, i) for i in range(len(emb_a))})["f1"]
+
+
 def score_pair(emb_a: np.ndarray, emb_b: np.ndarray) -> dict[str, float]:
-  """Accuracy@1 (percent) both ways over row-aligned [n, d] embeddings: a->b, the rows of
-  `emb_a` whose cosine-nearest row of `emb_b` is their own; b->a likewise; their mean."""
+  """Over row-aligned [n, d] embeddings: accuracy@1 (percent) both ways, a->b the rows of
+  `emb_a` whose cosine-nearest row of `emb_b` is their own, b->a likewise, and their mean;
+  and the mining F1 (`mining_f1`)."""
   a_to_b = retrieval.tatoeba_accuracy(emb_b, emb_a)  # every a queries the b side
   b_to_a = retrieval.tatoeba_accuracy(emb_a, emb_b)
-  return {"a_to_b": a_to_b, "b_to_a": b_to_a, "mean": (a_to_b + b_to_a) / 2}
+  return {"a_to_b": a_to_b, "b_to_a": b_to_a, "mean": (a_to_b + b_to_a) / 2,
+          "mining_f1": mining_f1(emb_a, emb_b)}
 
 
 def score(bitexts: Sequence[Bitext], embeddings: dict[tuple[str, str], np.ndarray]
@@ -189,22 +205,24 @@ def score(bitexts: Sequence[Bitext], embeddings: dict[tuple[str, str], np.ndarra
 
 
 def average(pairs: Sequence[dict[str, Any]]) -> dict[str, float]:
-  """The mean over pairs of each direction and of the pair means."""
-  return {k: float(np.mean([p[k] for p in pairs])) for k in ("a_to_b", "b_to_a", "mean")}
+  """The mean over pairs of each direction, of the pair means and of the mining F1s."""
+  return {k: float(np.mean([p[k] for p in pairs]))
+          for k in ("a_to_b", "b_to_a", "mean", "mining_f1")}
 
 
 def table(pairs: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
   """The report: a settings line, a row per pair, the average."""
-  rows = [(f"{p['a']}-{p['b']}", str(p["sentences"]), p["a_to_b"], p["b_to_a"], p["mean"])
-          for p in pairs]
+  keys = ("a_to_b", "b_to_a", "mean", "mining_f1")
+  rows = [(f"{p['a']}-{p['b']}", str(p["sentences"]), *(p[k] for k in keys)) for p in pairs]
   avg = average(pairs)
-  rows.append(("average", "", avg["a_to_b"], avg["b_to_a"], avg["mean"]))
+  rows.append(("average", "", *(avg[k] for k in keys)))
   width = max(len("pair"), *(len(r[0]) for r in rows))
   lines = [f"{settings['checkpoint']} step {settings['step']}: hidden state {settings['layer']} "
            f"of {settings['num_layers']}, {settings['pooling']} pooling, at most "
-           f"{settings['max_seq_length']} pieces; accuracy@1 (%)",
-           f"{'pair':<{width}} {'n':>6} {'a->b':>6} {'b->a':>6} {'mean':>6}"]
-  lines += [f"{name:<{width}} {n:>6} {x:6.1f} {y:6.1f} {m:6.1f}" for name, n, x, y, m in rows]
+           f"{settings['max_seq_length']} pieces; accuracy@1 and mining F1 (%)",
+           f"{'pair':<{width}} {'n':>6} {'a->b':>6} {'b->a':>6} {'mean':>6} {'mine F1':>7}"]
+  lines += [f"{name:<{width}} {n:>6} {x:6.1f} {y:6.1f} {m:6.1f} {f:7.1f}"
+            for name, n, x, y, m, f in rows]
   return "\n".join(lines)
 
 
