@@ -25,6 +25,7 @@ from polyglot import checkpoint, objectives, optimizer, sharding
 from polyglot import train as train_lib
 from polyglot.errors import ConfigError
 from polyglot.data import schedules
+from polyglot.eval import bitext as bitext_lib
 from polyglot.eval import languages as languages_lib
 from polyglot.eval import hparams as eval_hparams
 from polyglot.models import config as model_config
@@ -114,6 +115,7 @@ model_preset = _register(model_config.preset, "model_preset")
 OptimConfig = _register(optimizer.OptimConfig)
 LossConfig = _register(objectives.LossConfig)
 LanguageEvalConfig = _register(languages_lib.LanguageEvalConfig)
+BitextConfig = _register(bitext_lib.BitextConfig)
 MLM = _register(objectives.MLM)
 TLM = _register(objectives.TLM)
 XLCo = _register(objectives.XLCo)

@@ -40,7 +40,10 @@ from polyglot import api, lock, metric_writers, models, objectives, optimizer, p
 from polyglot import trainer
 from polyglot.errors import CheckpointError, ConfigError, DataError, PolyglotError
 from polyglot.data import schedules
+from polyglot.eval import bitext as bitext_lib
+from polyglot.eval import embed
 from polyglot.eval import languages as languages_lib
+from polyglot.eval.tokenizer import SentencePieceTokenizer
 
 log = logging.getLogger("polyglot.train")
 
@@ -97,6 +100,9 @@ class RunConfig:
   # `RunConfig.objectives = [@MLM(), @TLM(), @XLCo()]`.
   objectives: tuple = (objectives.MLM(),)
   languages: languages_lib.LanguageEvalConfig = languages_lib.LanguageEvalConfig()
+  # Bitext retrieval at each held-out evaluation (polyglot.eval.bitext): gin
+  # `RunConfig.bitext = @BitextConfig()`; off without a source, or with eval_every=0.
+  bitext: bitext_lib.BitextConfig = bitext_lib.BitextConfig()
 
   def __post_init__(self):
     rate, schedule = self.loss.prediction_rate, self.train.schedule
@@ -390,6 +396,7 @@ class Job:
   tokens_per_step: int
   flops_per_token: float
   peak_flops: float | None
+  bitext: "BitextEvaluator | None" = None
   ck: ckpt_lib.Checkpointer | None = None
 
 
@@ -431,8 +438,10 @@ def build(run: RunConfig, gin_config: str) -> Job:
   step_fn, eval_fns = compile_steps(setup, batch_sh, objs)
   tokens = sum(o.data.batch_size * o.data.seq_len for o in objs)
   flops = sum(trainer.objective_flops(cfg, o) for o in objs)
+  bitext = (BitextEvaluator(run.bitext, cfg, vocab, mesh)
+            if run.bitext.enabled and tc.eval_every else None)
   return Job(run, mesh, vocab, cfg, batch_sh, setup, meta, objs, step_fn, eval_fns, tokens,
-             flops / tokens, trainer.peak_flops(jax.devices()[0]))
+             flops / tokens, trainer.peak_flops(jax.devices()[0]), bitext)
 
 
 def start_or_resume(job: Job):
@@ -515,7 +524,6 @@ def open_logs(workdir: str, gin_config: str, run: RunConfig, start: int) -> Logs
 def log_train(logs: Logs, job: Job, window: Window, step: int,
               last_saved: int | None) -> dict[str, float]:
   """Writes the window's metrics, tokens/s and MFU; stops on a non-finite loss."""
-  tc = job.run.train
   logged = window.take()
   check_finite(step, logged, last_saved)
   tokens_per_s = window.tokens_per_s(step, job.tokens_per_step)
@@ -654,6 +662,29 @@ class LanguageEvaluator:
     return languages_lib.table(self.names, self.sizes, jax.device_get(totals), self.cfg)
 
 
+class BitextEvaluator:
+  """Bitext retrieval of the run's encoder (`polyglot.eval.bitext`): accuracy@1 both ways
+  and mining F1 per pair. The sentences are read and the retrieval settings fitted to the
+  model once, when the run is built, so a bad bitext fails before anything is written.
+  Every host embeds every sentence (batches split over the mesh's data axes) and scores
+  the same pairs."""
+
+  def __init__(self, cfg: bitext_lib.BitextConfig, model_cfg: models.EncoderConfig, vocab,
+               mesh):
+    self.bitexts = bitext_lib.read_bitexts(cfg)
+    self.hp = bitext_lib.fitted_hparams(cfg, model_cfg.num_layers, model_cfg.max_len)
+    self.settings = bitext_lib.describe(cfg, self.hp, model_cfg.num_layers)
+    self.tok = SentencePieceTokenizer(vocab.model_bytes, "the run's vocabulary")
+    self.mesh = mesh
+
+  def __call__(self, graphdef, params) -> list[dict[str, Any]]:
+    """Per pair, `bitext_lib.score` of the encoder of the model (`graphdef`, `params`)."""
+    encoder = nnx.merge(graphdef, params).encoder
+    embedder = embed.Embedder(encoder, self.tok, self.mesh, show_progress=False)
+    return bitext_lib.score(self.bitexts, bitext_lib.embed_all(
+        self.bitexts, lambda texts, lang: embedder(texts, self.hp, lang)))
+
+
 def language_key(mixture: str, task_name: str) -> str:
   """A mixture's task name without the mixture's prefix: its language id."""
   return task_name[len(mixture) + 1:] if task_name.startswith(mixture + ".") else task_name
@@ -712,15 +743,20 @@ def loop(job: Job, state, data, start: int, logs: Logs,
       logs.progress.start(step)
     if step % tc.log_every == 0 or step == tc.num_steps:
       logged = log_train(logs, job, window, step, last_saved)
-    if evaluators and eval_due(tc, step):
+    if eval_due(tc, step) and (evaluators or job.bitext is not None):
       held_out = {}
       for name, evaluator in evaluators.items():
         held_out |= evaluator(job.eval_fns[name], state.params)
-      logs.writer.scalars(step, held_out, prefix="eval")
+      if held_out:
+        logs.writer.scalars(step, held_out, prefix="eval")
       if by_language is not None:
         start_s = time.perf_counter()
         language_table = by_language(state.params)
         write_language_table(logs, step, language_table, time.perf_counter() - start_s)
+      if job.bitext is not None:
+        start_s = time.perf_counter()
+        pairs = job.bitext(job.setup.graphdef, state.params)
+        write_bitext(logs, step, job.bitext.settings, pairs, time.perf_counter() - start_s)
       window.restart(step)
     if preemption.requested(step):
       last_saved = save(job, step, state, data, metrics, last_saved)
@@ -745,6 +781,23 @@ def write_language_table(logs: Logs, step: int, tab: dict[str, Any], seconds: fl
     except OSError as e:
       raise metric_writers.unwritable(paths.join(logs.workdir, languages_lib.TABLE_FILE),
                                       e) from e
+
+
+def write_bitext(logs: Logs, step: int, settings: dict[str, Any],
+                 pairs: list[dict[str, Any]], seconds: float) -> None:
+  """The `eval_bitext` rows of metrics.jsonl and TensorBoard (with the evaluation's
+  seconds), bitext.json (the report of `python -m polyglot.eval.bitext --output`, at
+  `step`) and the summary on the console."""
+  logs.writer.scalars(step, bitext_lib.scalars(pairs) | {"seconds": seconds},
+                      prefix="eval_bitext")
+  if jax.process_index() != 0:
+    return
+  path = paths.join(logs.workdir, bitext_lib.REPORT_FILE)
+  try:
+    paths.write_text(path, bitext_lib.report_json({"step": step, **settings}, pairs))
+  except OSError as e:
+    raise metric_writers.unwritable(path, e) from e
+  print(f"step {step} {bitext_lib.summary(pairs)}", file=logs.progress.stream, flush=True)
 
 
 def plot_language_table(logs: Logs, tab: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ Command -> test (README.md):
                                            test_xlmr_import_extend_continue_export
   python -m polyglot.eval --benchmark=xtreme test_xtreme_on_the_demo_checkpoint (../shared/data)
   python -m polyglot.eval.xtreme            test_xtreme_two_tasks_two_languages (same)
-  train --gin_file=runs/infoxlm_cpu.gin, python -m polyglot.eval.bitext ...,
+  train --gin_file=runs/infoxlm_cpu.gin, python -m polyglot.eval --benchmark=bitext ...,
   tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu
                                            test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export
   train --gin_file=runs/xlme_cpu.gin, python -m polyglot.eval.xtreme --checkpoint_dir=workdir/xlme_cpu,
@@ -289,8 +289,9 @@ COMMANDS: dict[str, Command] = {
         "the fertility vocabularies from 500 sampled lines",
         append=("--arms", "annealed", "--steps", "2", "--seeds", "0", "--vocab_sample", "500")),
     "bitext_bible": Command(
-        ".venv/bin/python -m polyglot.eval.bitext --checkpoint_dir=workdir/infoxlm_cpu "
-        "--bible=../shared/data/parallel/bible --languages=swh_Latn,est_Latn,wol_Latn --books=REV",
+        ".venv/bin/python -m polyglot.eval --benchmark=bitext --checkpoint_dir=workdir/infoxlm_cpu "
+        "--bible=../shared/data/parallel/bible --languages=swh_Latn,est_Latn,wol_Latn --books=REV "
+        "--output_dir=bitext/infoxlm_cpu",
         "the first 64 aligned verses of each pair", append=("--max_pairs=64",)),
     "to_hf_infoxlm": Command(
         ".venv/bin/python tools/convert_to_hf.py --checkpoint_dir=workdir/infoxlm_cpu "
@@ -395,6 +396,7 @@ SAME_AS = {
     README_HOSTS[1]: "tpu_pod",
     "python -m polyglot.eval --benchmark=xtreme": "xtreme",  # the prose's names of the command
     "python -m polyglot.eval --benchmark=xtreme|xtreme_r|xglue": "xtreme",
+    "python -m polyglot.eval --benchmark=bitext": "bitext_bible",
 }
 
 SAMPLING_ONE_LINER = (
@@ -1171,6 +1173,8 @@ def test_infoxlm_cpu_recipe_then_bitext_retrieval_and_export(jobs, root):
   assert {"mlm_loss", "tlm_loss", "xlco_loss", "xlco_queue_filled"} <= set(last)
   scored = jobs.result("bitext_bible").ok().stdout
   assert re.search(r"swh_Latn-est_Latn +64 ", scored) and "average" in scored
+  report = json.loads((root.root / "bitext" / "infoxlm_cpu" / "results.json").read_text())
+  assert report["settings"]["books"] == ["REV"] and len(report["pairs"]) == 3
   jobs.result("to_hf_infoxlm").ok()
   assert HF_FILES <= {p.name for p in (root.root / "hf" / "infoxlm_cpu").iterdir()}
 

@@ -2,6 +2,7 @@
 Tatoeba) equals brute-force cosine nearest neighbours over embeddings made independently
 (the checkpoint's own vocabulary, one padded batch, `models.sentence_embeddings`)."""
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import hf_testing
 import polyglot
 from polyglot import models
+from polyglot.errors import ConfigError
 from polyglot.eval import bitext as bitext_eval
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -233,3 +235,70 @@ def test_bad_input_is_one_error_line(ckpt, tmp_path, capsys, flags, code, messag
   errors = hf_testing.error_lines(stderr)
   assert (got, stdout) == (code, "") and len(errors) == 1, stderr
   assert message.replace("BIBLE", str(BIBLE)) in errors[0]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(bible="b", files=("x", "y")), "BitextConfig sets BitextConfig.bible and "
+     "BitextConfig.files: keep one source"),
+    (dict(bible="b", languages=["acu_Latn"]), "BitextConfig.bible needs BitextConfig.languages "
+     "with at least two languages"),
+    (dict(files=["x"]), "BitextConfig.files=x is invalid: pass two line-aligned files"),
+    (dict(tatoeba="t", languages=("est", "est")), "BitextConfig.languages lists est more than "
+     "once"),
+    (dict(files=("x", "y"), books=("REV",)), "BitextConfig.books selects verses of "
+     "BitextConfig.bible"),
+    (dict(files=("x", "y"), max_pairs=1), "BitextConfig.max_pairs=1 is invalid: use >= 2"),
+    (dict(files=("x", "y"), max_seq_length=2), "BitextConfig.max_seq_length=2 is invalid"),
+    (dict(files=("x", "y"), pooling="max"), "BitextConfig.pooling='max' is invalid"),
+])
+def test_bad_config_names_the_field(kwargs, message):
+  with pytest.raises(ConfigError) as e:
+    bitext_eval.BitextConfig(**kwargs)
+  assert message in str(e.value)
+
+
+@pytest.mark.parametrize("bindings,code,message", [
+    (["BitextConfig.bible='BIBLE'", "BitextConfig.languages=['acu_Latn', 'xyz_Latn']"], 1,
+     "unknown language 'xyz_Latn' in BIBLE; available: acu_Latn,"),
+    (["BitextConfig.bible='BIBLE'", "BitextConfig.languages=['acu_Latn', 'swh_Latn']",
+      "BitextConfig.layer=3"], 2, "BitextConfig.layer=3 is out of range for the checkpoint's "
+     "2-layer encoder: pass BitextConfig.layer=<0..2>"),
+])
+def test_pretraining_with_a_bad_bitext_stops_before_writing(tmp_path, capsys, bindings, code,
+                                                            message):
+  """A run's bitext is read and its settings fitted before anything is written: one error
+  line, and no workdir."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from polyglot import train  # pylint: disable=g-import-not-at-top
+  _need(BIBLE)
+  flags = ["--gin.RunConfig.bitext=@BitextConfig()", "--gin.NUM_STEPS=2",
+           *(f"--gin.{b.replace('BIBLE', str(BIBLE))}" for b in bindings)]
+  capsys.readouterr()
+  root = logging.getLogger()
+  handlers, level = root.handlers[:], root.level
+  try:  # train.main sets up logging and gin: put them back for the tests that follow
+    got = train.main([f"--workdir={tmp_path / 'run'}", *flags])
+  finally:
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    gin.clear_config()
+  errors = hf_testing.error_lines(capsys.readouterr().err)
+  assert got == code and len(errors) == 1, errors
+  assert message.replace("BIBLE", str(BIBLE)) in errors[0]
+  assert not (tmp_path / "run").exists()
+
+
+def test_eval_command_takes_the_bitext_flags(ckpt, capsys):
+  """`python -m polyglot.eval --benchmark=bitext` (either spelling) is this command: its
+  errors name its flags."""
+  from polyglot.eval import __main__ as eval_main  # pylint: disable=g-import-not-at-top
+  capsys.readouterr()
+  for argv in (["--benchmark=bitext", f"--checkpoint={ckpt}", "--languages=a,b"],
+               ["--benchmark", "bitext", f"--checkpoint={ckpt}", "--languages=a,b"]):
+    try:
+      code = eval_main.main(argv)
+    except SystemExit as e:
+      code = e.code
+    errors = hf_testing.error_lines(capsys.readouterr().err)
+    assert code == 2 and len(errors) == 1, errors
+    assert "one of the arguments --bible --tatoeba --files is required" in errors[0]

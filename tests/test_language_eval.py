@@ -1,6 +1,8 @@
-"""Per-language held-out evaluation during pretraining: the rows (polyglot.data.heldout),
-the per-language sums (objectives.mlm.language_sums), the table (polyglot.eval.languages)
-and the commands that write and redraw it."""
+"""Evaluation during pretraining. Per language on held-out text: the rows
+(polyglot.data.heldout), the per-language sums (objectives.mlm.language_sums), the table
+(polyglot.eval.languages) and the commands that write and redraw it. Bitext retrieval
+(`RunConfig.bitext`): what the run reports equals what `python -m polyglot.eval
+--benchmark=bitext` gives on its checkpoint."""
 import json
 import os
 import pathlib
@@ -157,14 +159,36 @@ def run(*args, cwd):
                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_training_writes_prints_and_plots_the_languages_and_the_command_redraws(tmp_path):
-  """The demo run (6 languages) with per-language evaluation at steps 2 and 4 in
-  workdir/demo, then README's `python -m polyglot.eval.languages workdir/demo` as written,
-  and the command on a workdir without a table."""
+BITEXT = ("--gin.RunConfig.bitext=@BitextConfig()",
+          "--gin.BitextConfig.files=['bitext/sw.txt', 'bitext/ru.txt']",
+          "--gin.BitextConfig.languages=['swh_Latn', 'rus_Cyrl']")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+  """(the folder it ran in, its output): the demo run (6 languages) in workdir/demo with
+  per-language evaluation and bitext retrieval on two line-aligned files (relative
+  paths) at steps 2 and 4."""
+  from polyglot.data import sources  # pylint: disable=g-import-not-at-top
+  cwd = tmp_path_factory.mktemp("demo")
+  (cwd / "bitext").mkdir()
+  texts = sources.embedded_corpus().texts
+  for name, lang in (("sw", "swh_Latn"), ("ru", "rus_Cyrl")):  # 20 lines of 8 words
+    words = " ".join(texts[lang]).split()
+    lines = [" ".join(words[i:i + 8]) for i in range(0, 160, 8)]
+    (cwd / "bitext" / f"{name}.txt").write_text("\n".join(lines) + "\n", "utf-8")
   done = run("-m", "polyglot.train", "--workdir=workdir/demo", "--gin.NUM_STEPS=4",
              "--gin.TrainConfig.eval_every=2", "--gin.TrainConfig.log_every=2",
-             "--gin.LanguageEvalConfig.rows_per_language=3", *SIX, cwd=tmp_path)
+             "--gin.LanguageEvalConfig.rows_per_language=3", *SIX, *BITEXT, cwd=cwd)
   assert done.returncode == 0, done.stderr[-3000:]
+  return cwd, done
+
+
+def test_training_writes_prints_and_plots_the_languages_and_the_command_redraws(demo):
+  """Per-language evaluation at steps 2 and 4 in workdir/demo, then README's `python -m
+  polyglot.eval.languages workdir/demo` as written, and the command on a workdir without a
+  table."""
+  tmp_path, done = demo
   wd = tmp_path / "workdir" / "demo"
   tab = json.loads((wd / languages.TABLE_FILE).read_text())
   assert tab["step"] == 4 and len(tab["languages"]) >= 4, tab
@@ -193,3 +217,30 @@ def test_training_writes_prints_and_plots_the_languages_and_the_command_redraws(
   assert missing.returncode == 1 and "Traceback" not in missing.stderr
   assert missing.stderr.startswith("error: ") and len(missing.stderr.splitlines()) == 1
   assert "languages.json does not exist" in missing.stderr
+
+
+def test_training_reports_bitext_retrieval_as_the_command_scores_its_checkpoint(demo):
+  """The run's bitext report at step 4 (8 devices, the training mesh) equals `python -m
+  polyglot.eval --benchmark=bitext` on the step-4 checkpoint (one device), run as a user
+  types it; metrics.jsonl has a row per evaluation and the console a line."""
+  tmp_path, done = demo
+  wd = tmp_path / "workdir" / "demo"
+  report = json.loads((wd / "bitext.json").read_text("utf-8"))
+  assert report["settings"]["step"] == 4 and report["settings"]["layer"] == 1
+  pair, = report["pairs"]
+  assert (pair["a"], pair["b"], pair["sentences"]) == ("swh_Latn", "rus_Cyrl", 20)
+  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  by_step = {r["step"]: r for r in rows if r["split"] == "eval_bitext"}
+  assert sorted(by_step) == [2, 4] and all(r["seconds"] > 0 for r in by_step.values())
+  assert by_step[4]["swh_Latn-rus_Cyrl/mining_f1"] == pytest.approx(pair["mining_f1"])
+  assert by_step[4]["average/mean"] == pytest.approx(report["average"]["mean"])
+  assert f"step 4 bitext: accuracy@1 {pair['mean']:.1f}%" in done.stdout
+  cmd = run("-m", "polyglot.eval", "--benchmark=bitext", "--checkpoint_dir=workdir/demo",
+            "--files=bitext/sw.txt,bitext/ru.txt", "--languages=swh_Latn,rus_Cyrl",
+            "--output_dir=bitext/demo", cwd=tmp_path)
+  assert cmd.returncode == 0, cmd.stderr[-3000:]
+  offline = json.loads((tmp_path / "bitext" / "demo" / "results.json").read_text("utf-8"))
+  assert offline["settings"]["step"] == 4
+  for key in ("a_to_b", "b_to_a", "mean", "mining_f1"):
+    assert offline["pairs"][0][key] == pytest.approx(pair[key], abs=1e-9), key
+  assert "swh_Latn-rus_Cyrl" in (tmp_path / "bitext" / "demo" / "results.md").read_text()

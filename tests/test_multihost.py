@@ -2,9 +2,11 @@
 
 Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives) train with
 `TrainConfig.data_shards=2`, so their global batches are those of one
-process with 8 devices reading both shards: the per-step losses and the
+process with 8 devices reading both shards: the per-step losses, the
 held-out evaluation (whose validation shards end at different batches on the
-two hosts) must agree, and a 2-process checkpoint resumes in 1 process.
+two hosts) and the bitext retrieval (`RunConfig.bitext`, every host embedding
+its part of each batch) must agree, and a 2-process checkpoint resumes in 1
+process.
 The corpus is a folder of 3 languages whose held-out lines are dealt
 unevenly to the shards. Single-process runs share a compilation cache, so the
 resumed run does not compile again what the reference compiled.
@@ -106,19 +108,32 @@ def corpus(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
+def bitext(tmp_path_factory) -> tuple[str, ...]:
+  """Flags of a bitext: 20 lines of 8 words of two languages' embedded text."""
+  from polyglot.data import sources  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("bitext")
+  for lang in ("swh_Latn", "rus_Cyrl"):
+    words = " ".join(sources.embedded_corpus().texts[lang]).split()
+    (path / f"{lang}.txt").write_text(
+        "\n".join(" ".join(words[i:i + 8]) for i in range(0, 160, 8)) + "\n", "utf-8")
+  return ("--gin.RunConfig.bitext=@BitextConfig()",
+          f"--gin.BitextConfig.files=['{path / 'swh_Latn.txt'}', '{path / 'rus_Cyrl.txt'}']")
+
+
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> pathlib.Path:
   return tmp_path_factory.mktemp("jax_cache")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, corpus, cache):
+def runs(tmp_path_factory, corpus, bitext, cache):
   """(reference, multihost): 6 steps on 1 process x 8 devices and on 2 processes x 4
   devices, started side by side."""
   reference, multihost = tmp_path_factory.mktemp("reference"), tmp_path_factory.mktemp("mh")
   port = free_port()
-  started = [start(reference, corpus, "--gin.NUM_STEPS=6", devices=8, cache=cache)]
-  started += [start(multihost, corpus, "--gin.NUM_STEPS=6", devices=4, process=(i, 2, port))
-            for i in range(2)]
+  started = [start(reference, corpus, *bitext, "--gin.NUM_STEPS=6", devices=8, cache=cache)]
+  started += [start(multihost, corpus, *bitext, "--gin.NUM_STEPS=6", devices=4,
+                    process=(i, 2, port)) for i in range(2)]
   finish(started)
   return reference, multihost
 
@@ -143,6 +158,13 @@ def test_two_processes_compute_what_one_computes(runs):
     assert len(names) == len(LANGS), names
     for k in names | {k for k in ref_lang[step] if k.startswith(("group/", "script/"))}:
       np.testing.assert_allclose(ours_lang[step][k], ref_lang[step][k], rtol=1e-5, err_msg=k)
+  ours_bitext, ref_bitext = evals(multihost, "eval_bitext"), evals(reference, "eval_bitext")
+  assert sorted(ours_bitext) == [3, 6]
+  for step in (3, 6):
+    keys = sorted(k for k in ref_bitext[step] if "/" in k)
+    assert len(keys) == 8, keys  # 4 metrics of the pair and of the average
+    np.testing.assert_allclose([ours_bitext[step][k] for k in keys],
+                               [ref_bitext[step][k] for k in keys], rtol=1e-6)
   assert {"3", "6"} <= {p.name for p in (multihost / "checkpoints").iterdir()}
 
 
@@ -151,9 +173,8 @@ def test_process_0_alone_logs_each_step_once(runs):
   and evaluation, as the one-process run's does; one TensorBoard event file; the console
   line and the final `done:` come from process 0 only."""
   reference, multihost = runs
-  want = sorted([("train", s) for s in range(1, 7)] + [("eval", 3), ("eval", 6),
-                                                       ("eval_languages", 3),
-                                                       ("eval_languages", 6)])
+  want = sorted([("train", s) for s in range(1, 7)] + [
+      (split, s) for split in ("eval", "eval_languages", "eval_bitext") for s in (3, 6)])
   for workdir in (reference, multihost):
     rows = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["split"], r["step"]) for r in rows) == want, workdir

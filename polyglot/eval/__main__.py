@@ -5,7 +5,9 @@
         --output_dir=xtreme/demo [--languages=de,zh] [--gin.xnli/TaskHparams.batch_size=16]
 
 `python -m polyglot.eval.xtreme ...` is `--benchmark=xtreme`. Every directory
-may be relative or a bucket URL (gs://...).
+may be relative or a bucket URL (gs://...). `--benchmark=bitext` is bitext
+retrieval on an aligned corpus, with the flags of `python -m
+polyglot.eval.bitext` (--bible, --tatoeba or --files=A,B; see its --help).
 
 Fine-tunes on English and predicts every language found (retrieval tasks
 use the frozen encoder), then writes results.json, results.md and
@@ -39,6 +41,7 @@ from polyglot import _env, paths
 from polyglot.errors import ConfigError, PolyglotError
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin"
+BITEXT = "bitext"  # no task table: `polyglot.eval.bitext`, which takes its own flags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +55,7 @@ def parse_flags(argv: list[str], prog: str = "python -m polyglot.eval") -> argpa
   from polyglot.eval import benchmarks  # pylint: disable=g-import-not-at-top
   p = _Parser(prog=prog, description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--benchmark", required=True, choices=list(benchmarks.MODULES),
+  p.add_argument("--benchmark", required=True, choices=[*benchmarks.MODULES, BITEXT],
                  help="the task table, its settings and its averaging")
   p.add_argument("--checkpoint_dir", "--checkpoint-dir", type=paths.resolve, required=True,
                  help="a polyglot.train workdir")
@@ -196,13 +199,27 @@ def _fail(e: Exception, code: int) -> int:
   return code
 
 
+def bitext_flags(argv: list[str]) -> list[str] | None:
+  """`argv` without its `--benchmark=bitext` when it asks for bitext retrieval, else None."""
+  for i, arg in enumerate(argv):
+    if arg == f"--benchmark={BITEXT}":
+      return argv[:i] + argv[i + 1:]
+    if arg == "--benchmark" and argv[i + 1:i + 2] == [BITEXT]:
+      return argv[:i] + argv[i + 2:]
+  return None
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m polyglot.eval") -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if (rest := bitext_flags(argv)) is not None:
+    from polyglot.eval import bitext  # pylint: disable=g-import-not-at-top
+    return bitext.main(rest, prog=f"{prog} --benchmark={BITEXT}")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("polyglot").setLevel(logging.INFO)  # also where an import set up logging
   _env.quiet_libraries()
   from polyglot.eval import run  # pylint: disable=g-import-not-at-top
   try:
-    request = make_request(parse_flags(sys.argv[1:] if argv is None else argv, prog))
+    request = make_request(parse_flags(argv, prog))
     # The checkpoint, then every task's data and settings, are checked before anything is
     # written; config.gin comes with the report, so a failed run leaves both as they were.
     evaluation = run.Run(request)

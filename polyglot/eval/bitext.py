@@ -7,6 +7,10 @@
         --tatoeba=../shared/data/xtreme/tatoeba --languages=est,swh
     python -m polyglot.eval.bitext --checkpoint_dir=workdir/demo --files=dev.sw,dev.en \\
         [--languages=sw,en]
+    python -m polyglot.eval --benchmark=bitext --checkpoint_dir=workdir/demo \\
+        --files=dev.sw,dev.en --output_dir=bitext/demo
+
+`python -m polyglot.eval --benchmark=bitext ...` is this command.
 
 Shows whether cross-lingual objectives (TLM, InfoXLM's XLCo) align sentence
 representations across languages. One bitext source:
@@ -27,11 +31,17 @@ share of a-sentences whose cosine-nearest b-sentence is their translation;
 b->a likewise; and their mean; and BUCC-style mining F1: ratio-margin
 candidates of the two sides (XTREME's BUCC mining) against the alignment, at
 the F1-best threshold (no dev split: an upper bound); then the average over
-pairs. `--max_pairs=N`
-keeps the first N aligned sentences of each pair. Prints a table; --output
-writes it as JSON with the settings. Paths may be relative or gs://.
-Errors print one `error: ...` line: exit 2 for flags, 1 for data and
-checkpoints.
+pairs. `--max_pairs=N` keeps the first N aligned sentences of each pair.
+Prints a table; --output writes it as JSON with the settings, --output_dir
+writes that JSON as results.json and the table as results.md. Paths may be
+relative or gs://. Errors print one `error: ...` line: exit 2 for flags, 1
+for data and checkpoints.
+
+A pretraining run scores a bitext at every held-out evaluation when gin sets
+`RunConfig.bitext = @BitextConfig()`, whose fields are these flags
+(`BitextConfig.bible`, `.languages`, `.books`, `.max_pairs`, ...): the
+`eval_bitext` rows of metrics.jsonl and `bitext.json` in the workdir
+(polyglot/train.py).
 """
 from __future__ import annotations
 
@@ -56,9 +66,11 @@ from polyglot.eval.tokenizer import SentencePieceTokenizer
 
 NAME = "bitext"  # how `hparams.fit` names these settings
 DEFAULT_BOOKS = "REV"
+REPORT_FILE = "bitext.json"  # in a pretraining run's workdir
 MANIFEST = "MANIFEST.tsv"  # the bible corpus's index of its files, not a language
 _TATOEBA_ENGLISH = re.compile(r"tatoeba\.([a-z]+)-eng\.eng")  # LASER's file names
 _HPARAMS_FIELD = re.compile(rf"(?:--gin\.)?(?:{NAME}/)?RetrievalHparams\.")
+_CONFIG_FIELD = re.compile(r"BitextConfig\.")
 _MIN_SENTENCES = 2  # retrieval with one candidate is always right
 
 
@@ -70,6 +82,74 @@ class Bitext:
   a: tuple[str, ...]
   b: tuple[str, ...]
   aligned: int  # sentence pairs the source has, before --max_pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class BitextConfig:
+  """A bitext to score and how: one source (`bible`, `tatoeba` or `files`), its
+  `languages`, the `books` of a bible (default REV), `max_pairs` per pair, and the
+  retrieval settings (None: XTREME's, fitted to the encoder). The command's flags have
+  the same names; `RunConfig.bitext` scores it at every held-out evaluation of a
+  pretraining run. Without a source it is off."""
+  bible: str | None = None
+  tatoeba: str | None = None
+  files: tuple[str, ...] | None = None
+  languages: tuple[str, ...] = ()
+  books: tuple[str, ...] | None = None
+  max_pairs: int | None = None
+  layer: int | None = None
+  pooling: str | None = None
+  max_seq_length: int | None = None
+
+  def __post_init__(self):
+    for name in ("files", "languages", "books"):  # gin binds lists
+      if getattr(self, name) is not None:
+        object.__setattr__(self, name, tuple(getattr(self, name)))
+    check_config(self)
+
+  @property
+  def enabled(self) -> bool:
+    return self.source is not None
+
+  @property
+  def source(self) -> str | None:
+    """The field naming the source, None when none does."""
+    return next((k for k in ("bible", "tatoeba", "files") if getattr(self, k) is not None),
+                None)
+
+  def retrieval_settings(self) -> dict[str, Any]:
+    """The `RetrievalHparams` fields this config sets."""
+    return {k: getattr(self, k) for k in ("layer", "pooling", "max_seq_length")
+            if getattr(self, k) is not None}
+
+
+def check_config(cfg: BitextConfig) -> None:
+  """ConfigError for fields that do not go together; reads nothing."""
+  c = "BitextConfig"
+  sources = [k for k in ("bible", "tatoeba", "files") if getattr(cfg, k) is not None]
+  if len(sources) > 1:
+    raise ConfigError(f"{c} sets {' and '.join(f'{c}.{k}' for k in sources)}: keep one source")
+  langs = cfg.languages
+  twice = sorted({x for x in langs if langs.count(x) > 1})
+  if twice:
+    raise ConfigError(f"{c}.languages lists {', '.join(twice)} more than once: name each once")
+  if cfg.max_pairs is not None and cfg.max_pairs < _MIN_SENTENCES:
+    raise ConfigError(f"{c}.max_pairs={cfg.max_pairs} is invalid: use >= {_MIN_SENTENCES} "
+                      "(retrieval needs two sentences per side)")
+  if cfg.books is not None and cfg.bible is None:
+    raise ConfigError(f"{c}.books selects verses of {c}.bible: drop it or set {c}.bible")
+  if cfg.bible is not None and len(langs) < 2:
+    raise ConfigError(f"{c}.bible needs {c}.languages with at least two languages, e.g. "
+                      "acu_Latn and swh_Latn")
+  if cfg.tatoeba is not None and not langs:
+    raise ConfigError(f"{c}.tatoeba needs {c}.languages, e.g. est and swh")
+  if cfg.files is not None and len(cfg.files) != 2:
+    raise ConfigError(f"{c}.files={','.join(cfg.files)} is invalid: pass two line-aligned "
+                      "files")
+  if cfg.files is not None and langs and len(langs) != 2:
+    raise ConfigError(f"with {c}.files, {c}.languages names the two files' languages, e.g. "
+                      "sw and en")
+  requested_hparams(cfg.retrieval_settings())  # an invalid value is an error here
 
 
 # ---- reading ----
@@ -150,6 +230,18 @@ def tatoeba_bitexts(folder: str, languages: Sequence[str], max_pairs: int | None
   return out
 
 
+def read_bitexts(cfg: BitextConfig) -> list[Bitext]:
+  """The bitexts `cfg` names (paths relative to the working directory, or URLs)."""
+  if cfg.bible is not None:
+    return bible_bitexts(paths.resolve(cfg.bible), cfg.languages,
+                         cfg.books or (DEFAULT_BOOKS,), cfg.max_pairs)
+  if cfg.tatoeba is not None:
+    return tatoeba_bitexts(paths.resolve(cfg.tatoeba), cfg.languages, cfg.max_pairs)
+  a, b = map(paths.resolve, cfg.files)
+  lang_a, lang_b = cfg.languages or (paths.Path(a).name, paths.Path(b).name)
+  return [aligned_bitext(lang_a, lang_b, bitext.read_line_aligned(a, b), cfg.max_pairs)]
+
+
 # ---- scoring ----
 
 def texts_by_language(bitexts: Sequence[Bitext]) -> dict[str, list[str]]:
@@ -226,115 +318,135 @@ def table(pairs: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-# ---- the command ----
+# ---- settings and reports ----
 
-def _names(text: str | None) -> list[str]:
-  return [x.strip() for x in text.split(",") if x.strip()] if text else []
-
-
-def check_flags(args: argparse.Namespace) -> None:
-  """ConfigError for flags that do not go together; reads nothing."""
-  langs = _names(args.languages)
-  twice = sorted({x for x in langs if langs.count(x) > 1})
-  if twice:
-    raise ConfigError(f"--languages lists {', '.join(twice)} more than once: name each once")
-  if args.max_pairs is not None and args.max_pairs < _MIN_SENTENCES:
-    raise ConfigError(f"--max_pairs={args.max_pairs} is invalid: use >= {_MIN_SENTENCES} "
-                      "(retrieval needs two sentences per side)")
-  if args.books is not None and args.bible is None:
-    raise ConfigError("--books selects verses of --bible: drop it or pass --bible=DIR")
-  if args.bible is not None and len(langs) < 2:
-    raise ConfigError("--bible needs --languages with at least two languages, e.g. "
-                      "--languages=acu_Latn,swh_Latn")
-  if args.tatoeba is not None and not langs:
-    raise ConfigError("--tatoeba needs --languages, e.g. --languages=est,swh")
-  if args.files is not None and len(args.files) != 2:
-    raise ConfigError(f"--files={','.join(args.files)} is invalid: pass two line-aligned "
-                      "files, --files=A,B")
-  if args.files is not None and langs and len(langs) != 2:
-    raise ConfigError("with --files, --languages names the two files' languages, e.g. "
-                      "--languages=sw,en")
-
-
-def read_bitexts(args: argparse.Namespace) -> list[Bitext]:
-  langs = _names(args.languages)
-  if args.bible is not None:
-    return bible_bitexts(args.bible, langs, _names(args.books or DEFAULT_BOOKS), args.max_pairs)
-  if args.tatoeba is not None:
-    return tatoeba_bitexts(args.tatoeba, langs, args.max_pairs)
-  a, b = args.files
-  lang_a, lang_b = langs or (paths.Path(a).name, paths.Path(b).name)
-  return [aligned_bitext(lang_a, lang_b, bitext.read_line_aligned(a, b), args.max_pairs)]
-
-
-def user_settings(args: argparse.Namespace) -> dict[str, Any]:
-  """The `RetrievalHparams` fields given by flags (--layer, --pooling, --max_seq_length)."""
-  return {k: getattr(args, k) for k in ("layer", "pooling", "max_seq_length")
-          if getattr(args, k) is not None}
-
-
-def as_flags(message: str) -> str:
-  """`message` (of `hparams`, which names gin bindings) with flags in their place:
-  `--gin.bitext/RetrievalHparams.layer=3` -> `--layer=3`."""
-  return _HPARAMS_FIELD.sub("--", message)
+def as_config(message: str) -> str:
+  """`message` (of `hparams`, which names gin bindings) with BitextConfig's fields in their
+  place: `--gin.bitext/RetrievalHparams.layer=3` -> `BitextConfig.layer=3`."""
+  return _HPARAMS_FIELD.sub("BitextConfig.", message)
 
 
 def requested_hparams(given: dict[str, Any]) -> hparams.RetrievalHparams:
-  """XTREME's retrieval settings with the `given` fields; a ConfigError naming a bad flag."""
+  """XTREME's retrieval settings with the `given` fields; a ConfigError naming a bad field."""
   try:
     return hparams.RetrievalHparams(**given)
+  except ConfigError as e:
+    raise ConfigError(as_config(str(e))) from None
+
+
+def fitted_hparams(cfg: BitextConfig, num_layers: int, max_len: int
+                   ) -> hparams.RetrievalHparams:
+  """XTREME's retrieval settings with those `cfg` sets, the others fitted to the encoder
+  (`hparams.fit`); a ConfigError when a set value does not fit."""
+  given = cfg.retrieval_settings()
+  fit = hparams.fit(NAME, requested_hparams(given), num_layers, max_len, given)
+  if fit.errors:
+    raise ConfigError(as_config("; ".join(fit.errors)))
+  return fit.hparams
+
+
+def describe(cfg: BitextConfig, hp: hparams.RetrievalHparams, num_layers: int
+             ) -> dict[str, Any]:
+  """The settings a report states: the source and the retrieval settings used."""
+  return {"layer": hp.layer, "num_layers": num_layers, "pooling": hp.pooling,
+          "max_seq_length": hp.max_seq_length, "bible": cfg.bible, "tatoeba": cfg.tatoeba,
+          "files": list(cfg.files) if cfg.files else None, "max_pairs": cfg.max_pairs,
+          "books": list(cfg.books or (DEFAULT_BOOKS,)) if cfg.bible else None}
+
+
+def report_json(settings: dict[str, Any], pairs: Sequence[dict[str, Any]]) -> str:
+  """The report as JSON: settings, a row per pair, the average."""
+  return json.dumps({"settings": settings, "pairs": list(pairs), "average": average(pairs)},
+                    indent=2, ensure_ascii=False) + "\n"
+
+
+def scalars(pairs: Sequence[dict[str, Any]]) -> dict[str, float]:
+  """Metric rows: `<a>-<b>/<metric>` per pair and `average/<metric>`."""
+  keys = ("a_to_b", "b_to_a", "mean", "mining_f1")
+  out = {f"{p['a']}-{p['b']}/{k}": float(p[k]) for p in pairs for k in keys}
+  return out | {f"average/{k}": v for k, v in average(pairs).items()}
+
+
+def summary(pairs: Sequence[dict[str, Any]]) -> str:
+  """One line: the averages over pairs."""
+  avg = average(pairs)
+  return (f"bitext: accuracy@1 {avg['mean']:.1f}% (a->b {avg['a_to_b']:.1f}, b->a "
+          f"{avg['b_to_a']:.1f}), mining F1 {avg['mining_f1']:.1f}, over {len(pairs)} "
+          f"pair{'s' * (len(pairs) != 1)}")
+
+
+# ---- the command ----
+
+def _names(text: str | None) -> tuple[str, ...]:
+  return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
+
+
+def as_flags(message: str) -> str:
+  """`message` (naming BitextConfig's fields) with the flags in their place:
+  `BitextConfig.layer=3` -> `--layer=3`."""
+  return _CONFIG_FIELD.sub("--", as_config(message))
+
+
+def config_of(args: argparse.Namespace) -> BitextConfig:
+  """The flags as a BitextConfig; a ConfigError naming the flags that do not go together."""
+  try:
+    return BitextConfig(
+        bible=args.bible, tatoeba=args.tatoeba, files=args.files,
+        languages=_names(args.languages),
+        books=_names(args.books) if args.books is not None else None,
+        max_pairs=args.max_pairs, layer=args.layer, pooling=args.pooling,
+        max_seq_length=args.max_seq_length)
   except ConfigError as e:
     raise ConfigError(as_flags(str(e))) from None
 
 
-def fitted_hparams(given: dict[str, Any], num_layers: int, max_len: int
-                   ) -> hparams.RetrievalHparams:
-  """XTREME's retrieval settings with the `given` ones, the others fitted to the encoder
-  (`hparams.fit`); a ConfigError when a given value does not fit."""
-  fit = hparams.fit(NAME, requested_hparams(given), num_layers, max_len, given)
-  if fit.errors:
-    raise ConfigError(as_flags("; ".join(fit.errors)))
-  return fit.hparams
-
-
-def checkpoint_embedder(checkpoint_dir: str, step: int | None, given: dict[str, Any]
+def checkpoint_embedder(checkpoint_dir: str, step: int | None, cfg: BitextConfig
                         ) -> tuple[Callable[[list[str], str], np.ndarray], dict[str, Any]]:
   """`embed(sentences, language) -> [n, d]` by a checkpoint's frozen encoder, with the
-  retrieval settings `given` and the others fitted to it; and those settings."""
+  retrieval settings of `cfg` and the others fitted to it; and the report's settings."""
   loaded = api.load(checkpoint_dir, step)
-  cfg = loaded.config
-  hp = fitted_hparams(given, cfg.num_layers, cfg.max_len)
+  model_cfg = loaded.config
+  try:
+    hp = fitted_hparams(cfg, model_cfg.num_layers, model_cfg.max_len)
+  except ConfigError as e:
+    raise ConfigError(as_flags(str(e))) from None
   tok = SentencePieceTokenizer(loaded.vocab.model_bytes, f"the vocabulary of {checkpoint_dir}")
   embedder = embed.Embedder(loaded.model.encoder, tok, xtreme_run.make_mesh(None))
-  settings = {"checkpoint": checkpoint_dir, "step": loaded.step, "layer": hp.layer,
-              "num_layers": cfg.num_layers, "pooling": hp.pooling,
-              "max_seq_length": hp.max_seq_length}
+  settings = {"checkpoint": checkpoint_dir, "step": loaded.step,
+              **describe(cfg, hp, model_cfg.num_layers)}
   return (lambda texts, lang: embedder(texts, hp, lang)), settings
 
 
+def markdown(report: str) -> str:
+  """results.md of --output_dir: the table as printed."""
+  return f"# Bitext retrieval\n\n```\n{report}\n```\n"
+
+
 def run(args: argparse.Namespace) -> str:
-  """Checks flags and data, loads the checkpoint, scores, writes --output; the report."""
-  check_flags(args)
-  given = user_settings(args)
-  requested_hparams(given)  # an invalid value is an error before anything is read
+  """Checks flags and data, loads the checkpoint, scores, writes --output or --output_dir;
+  the report."""
+  cfg = config_of(args)  # an invalid value is an error before anything is read
   if args.output:
     cli.check_output_file(args.output, "--output", "bitext.json")
-  bitexts = read_bitexts(args)  # before the checkpoint loads: data errors come fast
-  embed_fn, settings = checkpoint_embedder(args.checkpoint_dir, args.step, given)
-  settings.update({k: getattr(args, k) for k in ("bible", "tatoeba", "files", "max_pairs")})
-  settings["books"] = _names(args.books or DEFAULT_BOOKS) if args.bible else None
+  if args.output_dir:
+    cli.check_output_file(paths.join(args.output_dir, "results.json"), "--output_dir",
+                          "results.json")
+  bitexts = read_bitexts(cfg)  # before the checkpoint loads: data errors come fast
+  embed_fn, settings = checkpoint_embedder(args.checkpoint_dir, args.step, cfg)
   pairs = score(bitexts, embed_all(bitexts, embed_fn))
   report = table(pairs, settings)
   if args.output:
-    paths.write_text(args.output, json.dumps(
-        {"settings": settings, "pairs": pairs, "average": average(pairs)}, indent=2,
-        ensure_ascii=False) + "\n")
+    paths.write_text(args.output, report_json(settings, pairs))
     report += f"\nwrote {args.output}"
+  if args.output_dir:
+    paths.write_text(paths.join(args.output_dir, "results.json"), report_json(settings, pairs))
+    paths.write_text(paths.join(args.output_dir, "results.md"), markdown(report))
+    report += f"\nwrote {paths.join(args.output_dir, 'results.json')} and results.md"
   return report
 
 
-def parser() -> cli.ArgumentParser:
-  p = cli.ArgumentParser(__doc__, prog="python -m polyglot.eval.bitext")
+def parser(prog: str = "python -m polyglot.eval.bitext") -> cli.ArgumentParser:
+  p = cli.ArgumentParser(__doc__, prog=prog)
   p.add_argument("--checkpoint_dir", "--checkpoint-dir", "--checkpoint", type=paths.resolve,
                  required=True, help="a polyglot.train workdir or its checkpoints/")
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
@@ -355,12 +467,16 @@ def parser() -> cli.ArgumentParser:
   p.add_argument("--pooling", choices=hparams.POOLINGS, default=None, help="default: mean")
   p.add_argument("--max_seq_length", "--max-seq-length", type=cli.positive_int, default=None,
                  help="pieces per sentence with <s> and </s> (default: 512, at most max_len)")
-  p.add_argument("--output", type=paths.resolve, default=None, help="a JSON file to write")
+  output = p.add_mutually_exclusive_group()
+  output.add_argument("--output", type=paths.resolve, default=None, help="a JSON file to write")
+  output.add_argument("--output_dir", "--output-dir", type=paths.resolve, default=None,
+                      help="a folder to write results.json and results.md into")
   return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  return cli.main(parser(), run, argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m polyglot.eval.bitext"
+         ) -> int:
+  return cli.main(parser(prog), run, argv)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,13 @@ def _embed_fn(graphdef: nnx.GraphDef):
 class Embedder:
   """Embeds sentences with one encoder; one compiled function per (layer, pooling, shape)."""
 
-  def __init__(self, encoder: models.Encoder, tok: F.Tokenizer, mesh: Mesh):
+  def __init__(self, encoder: models.Encoder, tok: F.Tokenizer, mesh: Mesh,
+               show_progress: bool = True):
     self.graphdef, self.params = nnx.split(encoder)
     self.hidden_size = encoder.cfg.hidden_size
     self.tok = tok
     self.mesh = mesh
+    self.show_progress = show_progress
 
   def __call__(self, sentences: Sequence[str], hp: RetrievalHparams, desc: str) -> np.ndarray:
     """[n, d] float32 embeddings of `sentences`, in order."""
@@ -64,8 +66,10 @@ class Embedder:
     rows = round_up(hp.batch_size, batch_multiple(self.mesh))
     out = np.zeros((len(ids), self.hidden_size), np.float32)
     starts = range(0, len(ids), rows)
+    if self.show_progress:
+      starts = report.progress(starts, total=len(starts), desc=desc, unit="batch")
     with sharding.use_mesh(self.mesh):
-      for start in report.progress(starts, total=len(starts), desc=desc, unit="batch"):
+      for start in starts:
         take = order[start:start + rows]
         length = bucket_length(max(len(ids[i]) for i in take), hp.max_seq_length)
         batch = F.pad_rows([ids[i] for i in take] + [[self.tok.bos_id, self.tok.eos_id]]
@@ -73,6 +77,14 @@ class Embedder:
         batch = jax.device_put(batch, sharding.batch_shardings(batch, self.mesh))
         emb = _embed_fn(self.graphdef)(self.params, batch, layer=hp.layer,
                                        pooling=POOLINGS[hp.pooling])  # [b, d]
-        out[take] = np.asarray(emb)[:len(take)]
+        out[take] = _host_array(emb)[:len(take)]
     return out
+
+
+def _host_array(x: jax.Array) -> np.ndarray:
+  """`x` whole on this host, also when its rows are spread over several processes."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
