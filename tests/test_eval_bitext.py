@@ -289,12 +289,13 @@ def test_pretraining_with_a_bad_bitext_stops_before_writing(tmp_path, capsys, bi
 
 
 def test_eval_command_takes_the_bitext_flags(ckpt, capsys):
-  """`python -m polyglot.eval --benchmark=bitext` (either spelling) is this command: its
-  errors name its flags."""
+  """`python -m polyglot.eval --benchmark=bitext` (as argparse spells it: `=` or a space,
+  or abbreviated) is this command: its errors name its flags."""
   from polyglot.eval import __main__ as eval_main  # pylint: disable=g-import-not-at-top
   capsys.readouterr()
   for argv in (["--benchmark=bitext", f"--checkpoint={ckpt}", "--languages=a,b"],
-               ["--benchmark", "bitext", f"--checkpoint={ckpt}", "--languages=a,b"]):
+               ["--benchmark", "bitext", f"--checkpoint={ckpt}", "--languages=a,b"],
+               [f"--checkpoint={ckpt}", "--bench=bitext", "--languages=a,b"]):
     try:
       code = eval_main.main(argv)
     except SystemExit as e:

@@ -201,12 +201,10 @@ def _fail(e: Exception, code: int) -> int:
 
 def bitext_flags(argv: list[str]) -> list[str] | None:
   """`argv` without its `--benchmark=bitext` when it asks for bitext retrieval, else None."""
-  for i, arg in enumerate(argv):
-    if arg == f"--benchmark={BITEXT}":
-      return argv[:i] + argv[i + 1:]
-    if arg == "--benchmark" and argv[i + 1:i + 2] == [BITEXT]:
-      return argv[:i] + argv[i + 2:]
-  return None
+  pre = argparse.ArgumentParser(add_help=False)  # the same spellings as the full parser
+  pre.add_argument("--benchmark")
+  known, rest = pre.parse_known_args(argv)
+  return rest if known.benchmark == BITEXT else None
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m polyglot.eval") -> int:
