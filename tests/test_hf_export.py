@@ -32,9 +32,10 @@ tokenizers = pytest.importorskip("tokenizers")
 
 LABELS = ["O", "B-PER", "I-PER"]
 KINDS = {"masked_lm": None, "sequence_classification": LABELS,
-         "token_classification": LABELS, "question_answering": None}
+         "token_classification": LABELS, "question_answering": None, "multiple_choice": None}
 AUTO = {"masked_lm": "AutoModelForMaskedLM",
         "sequence_classification": "AutoModelForSequenceClassification",
+        "multiple_choice": "AutoModelForMultipleChoice",
         "token_classification": "AutoModelForTokenClassification",
         "question_answering": "AutoModelForQuestionAnswering"}
 SCRIPTS = ("eng_Latn", "rus_Cyrl", "arb_Arab", "cmn_Hans", "hin_Deva", "amh_Ethi")
@@ -98,6 +99,8 @@ def test_exported_model_computes_polyglot_outputs(exported, vocab, corpus, kind)
   ids = hf_testing.batch(vocab, [corpus.texts[lang][0][:40 + 15 * i]
                                  for i, lang in enumerate(SCRIPTS)], 40)
   assert (ids == vocab.pad_id).any() and (ids != vocab.pad_id).all(axis=1).any()
+  if kind == "multiple_choice":
+    ids = ids.reshape(3, 2, -1)  # 3 examples of 2 choices
   out, _ = ours(jnp.asarray(ids))
   ours_out = [np.asarray(o) for o in (out if kind == "question_answering" else (out,))]
   for a, b in zip(ours_out, hf_outputs(theirs.eval(), ids, kind)):

@@ -31,16 +31,20 @@ from polyglot.models.config import EncoderConfig
 Params = dict[Any, Any]
 StateDict = dict[str, np.ndarray]
 
-HEADS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
+# In the order `detect_head` tries them: a multiple-choice state dict also holds the
+# names of a token classifier's.
+HEADS = ("masked_lm", "sequence_classification", "multiple_choice", "token_classification",
+         "question_answering")
 HF_ARCHITECTURES = {
     "masked_lm": "XLMRobertaForMaskedLM",
     "sequence_classification": "XLMRobertaForSequenceClassification",
+    "multiple_choice": "XLMRobertaForMultipleChoice",
     "token_classification": "XLMRobertaForTokenClassification",
     "question_answering": "XLMRobertaForQuestionAnswering",
 }
 # HF keys that hold no parameter of their own: the MLM decoder is tied to the
 # word embeddings and its bias to `lm_head.bias`; the pooler is unused by every
-# XLMRobertaFor* head.
+# XLMRobertaFor* head but multiple choice's.
 TIED = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias"}
 IGNORED_PREFIXES = ("roberta.pooler.",)
@@ -107,6 +111,14 @@ HEAD_PARAMS = {
         ("classifier/dense/bias", "classifier.dense.bias", IDENTITY),
         ("classifier/out_proj/kernel", "classifier.out_proj.weight", LINEAR),
         ("classifier/out_proj/bias", "classifier.out_proj.bias", IDENTITY),
+    ),
+    # HF's pooler (dense, tanh on <s>) and one-output classifier compute what the <s> head
+    # (`SequenceClassificationHead`: dense, tanh, projection) does, dropout aside.
+    "multiple_choice": (
+        ("classifier/dense/kernel", "roberta.pooler.dense.weight", LINEAR),
+        ("classifier/dense/bias", "roberta.pooler.dense.bias", IDENTITY),
+        ("classifier/out_proj/kernel", "classifier.weight", LINEAR),
+        ("classifier/out_proj/bias", "classifier.bias", IDENTITY),
     ),
     "token_classification": (
         ("classifier/classifier/kernel", "classifier.weight", LINEAR),
