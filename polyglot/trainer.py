@@ -153,7 +153,8 @@ def flops_per_token(cfg: EncoderConfig, length: int, decoder_share: float = 1.0)
   MLM decoder multiplies by the word embeddings, so d x v counts once per
   position it runs at: `decoder_share` of them (1 as in HF; k / l with
   `LossConfig.prediction_rate`). An MoE layer counts its router and `top_k`
-  experts (active parameters). Attention scores and values add 2 x 2 x l x d
+  experts (active parameters; its dispatch is data movement, and dropless
+  blocks past the last used one are skipped, so neither counts). Attention scores and values add 2 x 2 x l x d
   per layer forward, x3 for training (Kaplan et al., 2020, table 1; PaLM
   appendix B).
   """
@@ -163,7 +164,8 @@ def flops_per_token(cfg: EncoderConfig, length: int, decoder_share: float = 1.0)
   mlp = 0
   for i in range(n_layers):
     if cfg.moe is not None and cfg.moe.is_moe_layer(i):
-      mlp += cfg.moe.top_k * dense_mlp + d * cfg.moe.num_experts
+      fe = cfg.moe.expert_mlp_dim or f
+      mlp += cfg.moe.top_k * (2 * d * fe + fe + d) + d * cfg.moe.num_experts
     else:
       mlp += dense_mlp
   head = decoder_share * (d * d + d * cfg.vocab_size)

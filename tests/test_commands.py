@@ -1021,9 +1021,14 @@ def test_benchmark_of_three_objectives(jobs):
 @uses("bench_scaling")
 def test_benchmark_scaling(jobs):
   rows = [json.loads(l) for l in jobs.result("bench_scaling").ok().stdout.strip().splitlines()]
-  assert [(r["variant"], r["batch"]) for r in rows] == [
-      ("length 16", "4x16"), ("length 32", "2x32"),
-      ("4 experts top-2, capacity, groups of 1024", "4x16")]
+  assert [(r["variant"], r["batch"]) for r in rows[:3]] == [
+      ("length 16", "4x16"), ("length 32", "2x32"), ("dense, the experts' peer", "4x16")]
+  # Experts mlp_dim / top_k wide: the dense MLP's active parameters, timed against it.
+  assert re.fullmatch(r"4 experts top-2 of width 64, capacity, groups of 1024: \d+\.\d\dx dense",
+                      rows[3]["variant"]), rows[3]["variant"]
+  ratio = float(rows[3]["variant"].split(": ")[1][:-len("x dense")])
+  assert ratio == pytest.approx(rows[3]["step_ms"] / rows[2]["step_ms"], abs=0.006)
+  assert len(rows) == 4 and rows[3]["batch"] == "4x16"
 
 
 @uses("bench_profile")

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from polyglot import sharding
+from polyglot import sharding, trainer
+from polyglot.errors import ConfigError
 from polyglot.models import encoder, moe
 from polyglot.models.config import MoEConfig, preset
 
@@ -227,3 +228,82 @@ def test_groups_and_capacity():
   assert moe.expert_capacity(4096, 64, 2, 1.25, 4) == 160
   assert moe.expert_capacity(16, 4, 1, 1.0, 8) == 8
   assert moe.expert_capacity(4, 4, 2, 1.0, 8) == 4
+
+
+def test_block_layout_sorts_by_expert_into_padded_blocks():
+  """Against a loop: expert i's assignments, in order, after whole blocks of experts < i."""
+  rng = np.random.default_rng(0)
+  e, rows = 5, 4
+  experts = rng.integers(-1, e + 2, 60)        # -1 and e, e + 1: not on this device
+  experts[:7] = 2                                # one expert with more than a block
+  layout = jax.jit(moe.block_layout, static_argnums=(1, 2))(jnp.asarray(experts), e, rows)
+  m = -(-60 // rows) + e
+  want_rows, block_expert, block = np.full(60, m * rows), [], 0
+  for i in range(e):
+    mine = np.flatnonzero(experts == i)
+    want_rows[mine] = block * rows + np.arange(len(mine))
+    n_blocks = -(-len(mine) // rows)
+    block_expert += [i] * n_blocks
+    block += n_blocks
+  np.testing.assert_array_equal(layout.rows, want_rows)
+  assert int(layout.used) == block
+  np.testing.assert_array_equal(layout.block_expert[:block], block_expert)
+  np.testing.assert_array_equal(layout.block_expert[block:], e - 1)
+  assert layout.block_expert.shape == (m,)
+  # The worst case fits: every assignment to one expert.
+  worst = moe.block_layout(jnp.zeros(60, jnp.int32), e, rows)
+  assert int(worst.used) == 15 and int(worst.rows.max()) == 59
+  assert moe.block_rows(16384, 8) == 256 and moe.block_rows(64, 4) == 8
+  assert moe.block_rows(10**7, 2) == 512
+
+
+def test_grouped_matmul_values_and_gradients_skip_unused_blocks():
+  m, r, a, c, e, used = 6, 3, 5, 4, 3, 4
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (m, r, a))
+  w = jax.random.normal(keys[1], (e, a, c))
+  block_expert = jnp.array([0, 0, 2, 1, 1, 2])
+  dy = jax.random.normal(keys[2], (m, r, c))
+
+  def reference(x, w):  # every block's matmul, then the unused ones zeroed
+    live = (jnp.arange(m) < used)[:, None, None]
+    return jnp.where(live, jnp.einsum("mra,mac->mrc", x, w[block_expert]), 0.0)
+
+  def loss(f):
+    return lambda x, w: jnp.sum(f(x, w) * dy)
+  gmm = lambda x, w: moe.grouped_matmul(x, w, block_expert, jnp.int32(used))  # noqa: E731
+  np.testing.assert_allclose(jax.jit(gmm)(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
+  got = jax.jit(jax.grad(loss(gmm), argnums=(0, 1)))(x, w)
+  want = jax.grad(loss(reference), argnums=(0, 1))(x, w)
+  for g, h in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got[0][used:], 0.0)  # skipped blocks get no gradient
+
+
+def test_dropless_exchanges_tokens_by_all_gather_and_reduce_scatter():
+  """Experts on the `expert` axis: each device all-gathers the axis' tokens, runs its expert
+  and reduce-scatters the outputs (tests/test_sharding.py checks the values)."""
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=2, expert=4))
+  layer = make_layer(dispatch="dropless")
+  graphdef, state = nnx.split(layer)
+  state = jax.device_put(state, sharding.state_shardings(state, mesh))
+  x = jax.device_put(tokens(b=8), NamedSharding(mesh, P(("data", "fsdp", "expert"))))
+  with sharding.use_mesh(mesh):
+    hlo = jit(lambda s, x: nnx.merge(graphdef, s)(x)[0]).lower(state, x).compile().as_text()
+  assert hlo.count("all-gather(") == 3  # tokens, their experts and their gates
+  assert hlo.count("reduce-scatter(") == 1
+  assert "all-to-all(" not in hlo
+
+
+def test_experts_of_width_mlp_over_top_k_cost_the_dense_flops_plus_the_router():
+  dense = preset("small")
+  cfg = dense.replace(moe=MoEConfig(num_experts=8, top_k=2, expert_mlp_dim=512))
+  model = nnx.eval_shape(lambda: encoder.Encoder(cfg, rngs=nnx.Rngs(0)))
+  assert model.layers[1].feed_forward.experts.wi.shape == (8, 256, 512)
+  assert model.layers[1].feed_forward.experts.wo.shape == (8, 512, 256)
+  # 2 MoE layers, each adding a [d, e] router and the second expert's output bias [d],
+  # forward and backward (6 x); dispatch and combine count nothing.
+  extra = 6 * 2 * (256 * 8 + 256)
+  assert trainer.flops_per_token(cfg, 128) == trainer.flops_per_token(dense, 128) + extra
+  with pytest.raises(ConfigError, match=r"MoEConfig.expert_mlp_dim=0 is invalid"):
+    MoEConfig(expert_mlp_dim=0)

@@ -1,4 +1,5 @@
 """Meshes, logical-axis rules, sharded init, and sharded == single-device training steps."""
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,9 @@ DENSE = models.preset("tiny", **NO_DROPOUT)
 MOE = models.preset("moe_tiny", **NO_DROPOUT,
                     moe=models.MoEConfig(num_experts=4, top_k=2, every_n_layers=1,
                                          group_size=16, capacity_factor_train=0.5))
+# Dropless: nothing dropped; under an expert axis, tokens all-gathered and outputs reduce-scattered.
+DROPLESS = MOE.replace(moe=dataclasses.replace(MOE.moe, dispatch="dropless"))
+MODELS = {"dense": DENSE, "moe": MOE, "dropless": DROPLESS}
 SINGLE = MeshConfig(data=1)
 MESHES = {
     "data=8": MeshConfig(data=8),
@@ -120,7 +124,7 @@ def assert_close_trees(a, b, atol=0.0):
 @pytest.fixture(scope="module")
 def single_device_results():
   mesh = sharding.make_mesh(SINGLE, jax.devices()[:1])
-  return {name: train_steps(cfg, mesh) for name, cfg in (("dense", DENSE), ("moe", MOE))}
+  return {name: train_steps(cfg, mesh) for name, cfg in MODELS.items()}
 
 
 def shard_shape(x: jax.Array) -> tuple[int, ...]:
@@ -130,15 +134,17 @@ def shard_shape(x: jax.Array) -> tuple[int, ...]:
 
 
 @pytest.mark.parametrize("model,mesh_name", [("dense", m) for m in WI_SHARD] +
-                         [("moe", m) for m in EXPERTS_WI_SHARD])
+                         [("moe", m) for m in EXPERTS_WI_SHARD] +
+                         [("dropless", m) for m in ("data=8", "data=2,fsdp=2,tensor=2",
+                                                    "data=2,expert=4")])
 def test_sharded_train_steps_equal_single_device(model, mesh_name, single_device_results):
   """STEPS real train steps on the mesh: every metric of every step (loss, gradient, update
   and parameter norms, for MoE the dropped fraction and expert loads: the same tokens
   dropped) and every updated weight equal the single-device run's."""
   mesh = sharding.make_mesh(MESHES[mesh_name])
-  metrics, params = train_steps(DENSE if model == "dense" else MOE, mesh)
+  metrics, params = train_steps(MODELS[model], mesh)
   ref_metrics, ref_params = single_device_results[model]
-  assert any(k.startswith("moe_") for k in ref_metrics[0]) == (model == "moe")
+  assert any(k.startswith("moe_") for k in ref_metrics[0]) == (model != "dense")
   for step, (got, want) in enumerate(zip(metrics, ref_metrics, strict=True), 1):
     assert sorted(got) == sorted(want)
     for name in want:

@@ -460,8 +460,9 @@ def model_config(args):
 
 
 def with_moe_flags(moe, args):
-  """`moe` with --moe_group_size / --moe_dispatch applied."""
-  changes = {"group_size": args.moe_group_size, "dispatch": args.moe_dispatch}
+  """`moe` with --moe_group_size / --moe_dispatch / --moe_expert_mlp_dim applied."""
+  changes = {"group_size": args.moe_group_size, "dispatch": args.moe_dispatch,
+             "expert_mlp_dim": args.moe_expert_mlp_dim}
   return dataclasses.replace(moe, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -543,6 +544,9 @@ def run_scaling(args) -> None:
     sys.exit(f"error: {e}")
 
 
+DENSE_PEER = "dense, the experts' peer"
+
+
 def scaling(args) -> None:
   """Step time against sequence length (fixed tokens per batch) and expert count (fixed active)."""
   from polyglot import models  # pylint: disable=g-import-not-at-top
@@ -552,16 +556,26 @@ def scaling(args) -> None:
     cfg = base.replace(max_len=max(base.max_len, length))
     batch = synthetic_batch(cfg, max(1, args.tokens // length), length)
     rows.append((f"length {length}", cfg, batch))
-  moe_base = base.moe or with_moe_flags(models.MoEConfig(num_experts=8, top_k=2), args)
-  for experts in args.experts:
-    cfg = base.replace(moe=dataclasses.replace(moe_base, num_experts=experts))
-    batch = synthetic_batch(cfg, max(1, args.tokens // args.seq_len), args.seq_len)
+  if args.experts:
+    moe_base = base.moe or with_moe_flags(models.MoEConfig(num_experts=8, top_k=2), args)
+    if moe_base.expert_mlp_dim is None:  # the active parameters of the dense MLP
+      moe_base = dataclasses.replace(moe_base, expert_mlp_dim=base.mlp_dim // moe_base.top_k)
+    batch = synthetic_batch(base, max(1, args.tokens // args.seq_len), args.seq_len)
+    rows.append((DENSE_PEER, base.replace(moe=None), batch))
     routing = ("dropless" if moe_base.dispatch == "dropless"
                else f"capacity, groups of {moe_base.group_size}")
-    rows.append((f"{experts} experts top-{moe_base.top_k}, {routing}", cfg, batch))
+    for experts in args.experts:
+      cfg = base.replace(moe=dataclasses.replace(moe_base, num_experts=experts))
+      rows.append((f"{experts} experts top-{moe_base.top_k} of width "
+                   f"{moe_base.expert_mlp_dim}, {routing}", cfg, batch))
   date, where = datetime.date.today().isoformat(), hardware()
+  dense_ms = None
   for name, cfg, batch in rows:
     r = measure(cfg, batch, args)["polyglot"]
+    if name == DENSE_PEER:
+      dense_ms = r["step_ms"]
+    elif cfg.moe is not None and dense_ms:
+      name = f"{name}: {r['step_ms'] / dense_ms:.2f}x dense"
     b, l = batch["input_ids"].shape
     r |= {"model": args.model, "variant": name, "batch": f"{b}x{l}", "date": date,
           "hardware": where}
@@ -609,6 +623,9 @@ def parser() -> cli.ArgumentParser:
                    help="MoEConfig.group_size (default: the preset's)")
     p.add_argument("--moe_dispatch", "--moe-dispatch",
                    help="MoEConfig.dispatch: capacity or dropless")
+    p.add_argument("--moe_expert_mlp_dim", "--moe-expert-mlp-dim", type=cli.positive_int,
+                   help="MoEConfig.expert_mlp_dim (default: the preset's; scaling: "
+                   "mlp_dim / top_k, the dense layer's active parameters)")
     p.add_argument("--mesh", default="data=-1", help="mesh axes, e.g. data=-1 or data=2,fsdp=4")
     p.add_argument("--prediction_rate", "--prediction-rate",
                    type=prediction_rate,
@@ -640,7 +657,8 @@ def parser() -> cli.ArgumentParser:
   scaling.add_argument("--lengths", type=cli.positive_int, nargs="*",
                        default=[128, 256, 512, 1024, 2048, 4096])
   scaling.add_argument("--experts", type=cli.positive_int, nargs="*", default=[8, 16, 32, 64],
-                       help="expert counts at the preset's top-k and expert size")
+                       help="expert counts at the preset's top-k, each expert mlp_dim / top_k "
+                       "wide (the dense MLP's active parameters), timed against the dense step")
   scaling.set_defaults(run=run_scaling)
   data = commands.add_parser("data", help="input pipeline tokens/s")
   data.add_argument("--mixture", default="embedded", help="a registered seqio mixture or task")

@@ -35,7 +35,10 @@ class MoEConfig:
   num_experts: int = 8
   top_k: int = 2
   every_n_layers: int = 2
-  dispatch: str = "capacity"          # "capacity" (einsum) or "dropless" (ragged_dot)
+  # Width f of each expert's MLP; None: the encoder's mlp_dim. mlp_dim / top_k gives
+  # the active parameters of the dense layer it replaces (fine-grained experts).
+  expert_mlp_dim: int | None = None
+  dispatch: str = "capacity"          # "capacity" (einsum) or "dropless" (sorted blocks)
   capacity_factor_train: float = 1.25
   capacity_factor_eval: float = 2.0
   # Tokens per routing group; capacity is per group. Capacity dispatch and combine
@@ -55,6 +58,8 @@ class MoEConfig:
     _check(self.top_k in (1, 2) and self.top_k <= self.num_experts, c, "top_k", self.top_k,
            "use 1 (Switch) or 2 (GShard)")
     _check(self.every_n_layers >= 1, c, "every_n_layers", self.every_n_layers, "use >= 1")
+    _check(self.expert_mlp_dim is None or self.expert_mlp_dim >= 1, c, "expert_mlp_dim",
+           self.expert_mlp_dim, "use a positive width, or None for the encoder's mlp_dim")
     _check(self.dispatch in MOE_DISPATCH, c, "dispatch", self.dispatch, f"use one of {MOE_DISPATCH}")
     for name in ("capacity_factor_train", "capacity_factor_eval"):
       _check(getattr(self, name) > 0, c, name, getattr(self, name), "use a positive factor")

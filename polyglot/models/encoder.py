@@ -167,7 +167,7 @@ def make_feed_forward(cfg: EncoderConfig, layer: int, *, rngs: nnx.Rngs) -> nnx.
   """The dense MLP, or an MoE block on the layers `cfg.moe` makes sparse."""
   if cfg.moe is not None and cfg.moe.is_moe_layer(layer):
     from polyglot.models import moe  # pylint: disable=g-import-not-at-top
-    return moe.MoeFeedForward(cfg.hidden_size, cfg.mlp_dim, cfg.moe,
+    return moe.MoeFeedForward(cfg.hidden_size, cfg.moe.expert_mlp_dim or cfg.mlp_dim, cfg.moe,
                               init_std=cfg.initializer_range, rngs=rngs, dtype=cfg.dtype)
   return Mlp(cfg.hidden_size, cfg.mlp_dim, init_std=cfg.initializer_range, rngs=rngs,
              dtype=cfg.dtype)

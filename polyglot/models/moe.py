@@ -2,17 +2,24 @@
 
 Shapes: b=batch, l=length, d=embed, f=mlp, e=experts, k=choices per token
 (top_k), n=tokens (b * l), g=routing groups, t=tokens per group (n = g * t),
-c=capacity (slots per expert and group), s=assignments (n * k).
+c=capacity (slots per expert and group), s=assignments (n * k), r=rows per block,
+m=blocks of the dropless layout.
 
 Two dispatch paths (`MoEConfig.dispatch`), equal whenever no token overflows:
 - "capacity": GShard/Switch one-hot dispatch and combine tensors [g, t, e, c];
   an expert takes at most c assignments per group, the rest are dropped. The
   dispatched tensor [e, g, c, d] is constrained to `("expert", "batch", ...)`,
   so with experts on the `expert` mesh axis XLA inserts the all-to-alls.
-- "dropless": assignments sorted by expert and two grouped matmuls
-  (`jax.lax.ragged_dot`); nothing is dropped. Its sort is global, so expert
-  weights are gathered rather than tokens exchanged: use it on one host or
-  with few experts; use "capacity" for expert parallelism.
+- "dropless": nothing is dropped. Assignments are laid out by expert in blocks
+  of r rows (`block_layout`, a counting sort: an expert's assignments fill
+  whole blocks, the last one padded), and each block is one matmul with its
+  expert's weights (`grouped_matmul`); blocks past the last used one are
+  skipped, forward and backward. Under a mesh it runs per device
+  (`jax.shard_map`): with experts on the `expert` axis, the tokens of that
+  axis are all-gathered, each device runs its own experts on them and the
+  outputs are reduce-scattered back (Megatron-Core's all-gather token
+  dispatcher). Every buffer is sized for the worst case, all assignments to
+  one device's experts, but only the used blocks cost FLOPs.
 
 A dropped assignment contributes zero (GShard does not renormalise the gate
 of the surviving choice), so a token dropped by all its choices leaves the
@@ -34,11 +41,13 @@ loss or a count):
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from flax import nnx
 
 from polyglot import sharding
@@ -149,6 +158,158 @@ def dispatch_masks(routing: Routing, valid: jax.Array,
   return dispatch, combine, kept
 
 
+def block_rows(assignments: int, num_experts: int) -> int:
+  """Rows per dropless block: a power of two near 1/8 of an expert's even share, in [8, 512].
+
+  Padding is under one block per expert, about 1/8 of the rows when routing is
+  even; smaller blocks pad less but make smaller matmuls (docs/benchmarks.md, Scaling).
+  """
+  share = max(1, assignments // (8 * num_experts))
+  return min(512, max(8, 1 << (share.bit_length() - 1)))
+
+
+class BlockLayout(NamedTuple):
+  rows: jax.Array          # [s] int32: each assignment's row of the [m * r] buffer; m * r: absent
+  block_expert: jax.Array  # [m] int32: the expert of each block
+  used: jax.Array          # int32: blocks in use; the rest are skipped
+
+
+def block_layout(experts: jax.Array, num_experts: int, rows: int) -> BlockLayout:
+  """Experts [s] (outside [0, e): not here) -> m = ceil(s / r) + e blocks of r rows.
+
+  A counting sort: expert i's assignments, in order, fill the blocks after those
+  of experts < i, its last block padded. m covers the worst case, every
+  assignment to one expert, with a partial block for each of the others.
+  """
+  m = -(-experts.shape[0] // rows) + num_experts
+  chosen = jax.nn.one_hot(experts, num_experts, dtype=jnp.int32)        # [s, e]; 0 if absent
+  blocks = -(-chosen.sum(0) // rows)                                     # [e]
+  ends = jnp.cumsum(blocks)                                              # [e]
+  rank = jnp.sum((jnp.cumsum(chosen, axis=0) - 1) * chosen, axis=-1)     # [s]
+  start = rows * jnp.sum((ends - blocks) * chosen, axis=-1)              # [s]
+  row = jnp.where(chosen.sum(-1) > 0, start + rank, m * rows)
+  block_expert = jnp.minimum(jnp.searchsorted(ends, jnp.arange(m), side="right"),
+                             num_experts - 1)
+  return BlockLayout(row.astype(jnp.int32), block_expert.astype(jnp.int32),
+                     ends[-1].astype(jnp.int32))
+
+
+def _live(j: jax.Array, used: jax.Array, live, dead):
+  return jax.lax.cond(j < used, live, dead)
+
+
+@jax.custom_vjp
+def grouped_matmul(x: jax.Array, w: jax.Array, block_expert: jax.Array,
+                   used: jax.Array) -> jax.Array:
+  """x [m, r, a] @ w[block_expert] -> [m, r, c], w: [e, a, c]; blocks from `used` on give 0.
+
+  One matmul per block in a scan, so unused blocks cost nothing (`jax.lax.cond`).
+  The backward pass adds each block's weight gradient into one [e, a, c]
+  float32 buffer in place; autodiff of the scan would materialise an [e, a, c]
+  cotangent per block (measured: 1.9x the dense MLP's step, 1.4x with this).
+  """
+  def block(_, xs):
+    xb, i, j = xs                                                        # [r, a], (), ()
+    return None, _live(j, used, lambda: xb @ w[i],
+                       lambda: jnp.zeros((xb.shape[0], w.shape[-1]), xb.dtype))
+  return jax.lax.scan(block, None, (x, block_expert, jnp.arange(x.shape[0])))[1]
+
+
+def _grouped_matmul_fwd(x, w, block_expert, used):
+  return grouped_matmul(x, w, block_expert, used), (x, w, block_expert, used)
+
+
+def _grouped_matmul_bwd(res, dy):
+  x, w, block_expert, used = res
+
+  def block(dw, xs):
+    xb, dyb, i, j = xs                                                   # [r, a], [r, c]
+    def live():
+      return (dw.at[i].add(jnp.dot(xb.T, dyb, preferred_element_type=jnp.float32)),
+              (dyb @ w[i].T).astype(xb.dtype))
+    return _live(j, used, live, lambda: (dw, jnp.zeros_like(xb)))
+
+  dw, dx = jax.lax.scan(block, jnp.zeros(w.shape, jnp.float32),
+                        (x, dy, block_expert, jnp.arange(x.shape[0])))
+  return dx, dw.astype(w.dtype), None, None
+
+
+grouped_matmul.defvjp(_grouped_matmul_fwd, _grouped_matmul_bwd)
+
+
+class ExpertWeights(NamedTuple):
+  wi: jax.Array  # [e, d, f]
+  bi: jax.Array  # [e, f]
+  wo: jax.Array  # [e, f, d]
+  bo: jax.Array  # [e, d]
+
+
+def _dropless_shard(x: jax.Array, experts: jax.Array, gates: jax.Array, w: ExpertWeights,
+                    rng: jax.Array | None, *, rate: float, num_experts: int,
+                    expert_axis: str | tuple[str, ...] | None, gather: bool) -> jax.Array:
+  """One device: x [n, d], experts and gates [n, k] (expert -1: none) -> [n, d].
+
+  `w` holds this device's e' experts: the e' after those of lower `expert_axis`
+  indices. With `gather`, the tokens are split over `expert_axis`: they are all
+  gathered, and each token's output, summed over this device's experts, is
+  reduce-scattered back. Without it, they are the same on the axis: the outputs are summed.
+  """
+  if gather:
+    x, experts, gates = (jax.lax.all_gather(a, expert_axis, tiled=True)
+                         for a in (x, experts, gates))
+  e_local = w.wi.shape[0]
+  if expert_axis is not None:
+    experts = experts - jax.lax.axis_index(expert_axis) * e_local
+  n, k = experts.shape
+  d = x.shape[-1]
+  rows = block_rows(n * k, num_experts)
+  layout = block_layout(experts.reshape(-1), e_local, rows)              # token-major
+  m, be = layout.block_expert.shape[0], layout.block_expert
+  buf = jnp.zeros((m * rows, d), x.dtype).at[layout.rows].set(jnp.repeat(x, k, axis=0),
+                                                              mode="drop")
+  h = grouped_matmul(buf.reshape(m, rows, d), w.wi, be, layout.used) + w.bi[be][:, None]
+  h = layers.dropout(layers.gelu(h), rate, rng)                          # [m, r, f]
+  y = grouped_matmul(h, w.wo, be, layout.used) + w.bo[be][:, None]       # [m, r, d]
+  y = y.reshape(m * rows, d).at[layout.rows].get(mode="fill", fill_value=0)
+  y = jnp.einsum("nk,nkd->nd", gates.astype(y.dtype), y.reshape(n, k, d))
+  if gather:
+    return jax.lax.psum_scatter(y, expert_axis, scatter_dimension=0, tiled=True)
+  return y if expert_axis is None else jax.lax.psum(y, expert_axis)
+
+
+def _mesh_axes(entry) -> tuple[str, ...]:
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def dropless(x: jax.Array, experts: jax.Array, gates: jax.Array, w: ExpertWeights,
+             rng: jax.Array | None, *, rate: float) -> jax.Array:
+  """Dropless experts: x [n, d], experts and gates [n, k] (expert -1: none) -> [n, d].
+
+  Outside `sharding.use_mesh`, one device. Under it, per device (`jax.shard_map`):
+  tokens split as `batch`, experts as `expert`; other weight shardings (`fsdp`
+  on embed, `tensor` on mlp) are gathered first. Expert dropout draws per
+  device and block row, so its masks depend on the layout.
+  """
+  num_experts = w.wi.shape[0]
+  local = functools.partial(_dropless_shard, rate=rate, num_experts=num_experts)
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return local(x, experts, gates, w, rng, expert_axis=None, gather=False)
+  tokens = sharding.logical_to_spec(("batch", None), rules, x.shape, mesh)
+  specs = ExpertWeights(*(sharding.logical_to_spec(("expert",) + (None,) * (a.ndim - 1), rules,
+                                                   a.shape, mesh) for a in w))
+  axis = specs.wi[0]
+  gather = bool(axis) and set(_mesh_axes(axis)) <= set(_mesh_axes(tokens[0]))
+
+  def shard(x, experts, gates, w, rng):
+    if rng is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(tuple(mesh.axis_names)))
+    return local(x, experts, gates, w, rng, expert_axis=axis, gather=gather)
+
+  return jax.shard_map(shard, mesh=mesh, in_specs=(tokens, tokens, tokens, specs, jax.P()),
+                       out_specs=tokens, check_vma=False)(x, experts, gates, w, rng)
+
+
 class Router(nnx.Module):
   """Softmax router in float32 with top-k choice: [g, t, d] -> Routing."""
 
@@ -173,7 +334,7 @@ class Router(nnx.Module):
 
 
 class Experts(nnx.Module):
-  """e independent GELU MLPs d -> f -> d, on capacity slots or on sorted assignments."""
+  """e independent GELU MLPs d -> f -> d, on capacity slots (`slots`) or dropless (`dropless`)."""
 
   def __init__(self, d: int, f: int, e: int, *, dropout_rate: float, init_std: float,
                rngs: nnx.Rngs, dtype=jnp.float32):
@@ -195,13 +356,8 @@ class Experts(nnx.Module):
     y = jnp.einsum("egcf,efd->egcd", h, self._w(self.wo)) + self._w(self.bo)[:, None, None, :]
     return sharding.constrain(y, DISPATCHED_AXES)
 
-  def ragged(self, x: jax.Array, experts: jax.Array, group_sizes: jax.Array,
-             rng: jax.Array | None) -> jax.Array:
-    """x: [s, d] sorted by expert, experts: [s], group_sizes: [e] -> [s, d]."""
-    h = jax.lax.ragged_dot(x, self._w(self.wi), group_sizes)            # [s, f]
-    h = layers.dropout(layers.gelu(h + self._w(self.bi)[experts]), self.rate, rng)
-    y = jax.lax.ragged_dot(h, self._w(self.wo), group_sizes)            # [s, d]
-    return y + self._w(self.bo)[experts]
+  def weights(self) -> ExpertWeights:
+    return ExpertWeights(*(self._w(v) for v in (self.wi, self.bi, self.wo, self.bo)))
 
 
 class MoeFeedForward(nnx.Module):
@@ -233,7 +389,7 @@ class MoeFeedForward(nnx.Module):
       y, kept = self._capacity(xg, routing, valid, training=rng is not None, rng=r_experts)
     else:
       kept = jnp.broadcast_to(valid[..., None] > 0, routing.experts.shape)  # [g, t, k]
-      y = self._dropless(xg, routing, r_experts)
+      y = self._dropless(xg, routing, valid, r_experts)
     return y.reshape(b, l, d), self._aux(routing, valid, kept)
 
   def _capacity(self, xg: jax.Array, routing: Routing, valid: jax.Array, *, training: bool,
@@ -249,17 +405,14 @@ class MoeFeedForward(nnx.Module):
     y = jnp.einsum("egcd,gtec->gtd", y, combine.astype(self.dtype))     # [g, t, d]
     return sharding.constrain(y, GROUP_AXES), kept
 
-  def _dropless(self, xg: jax.Array, routing: Routing, rng: jax.Array | None) -> jax.Array:
-    """Sorted ragged matmuls: [g, t, d] -> [g, t, d]."""
+  def _dropless(self, xg: jax.Array, routing: Routing, valid: jax.Array,
+                rng: jax.Array | None) -> jax.Array:
+    """Block-sparse experts, padding routed nowhere: [g, t, d] -> [g, t, d]."""
     g, t, d = xg.shape
-    k = self.cfg.top_k
-    experts = routing.experts.reshape(-1)                                # [s], token-major
-    order = jnp.argsort(experts, stable=True)                            # [s]
-    group_sizes = jnp.bincount(experts, length=self.cfg.num_experts).astype(jnp.int32)
-    y_sorted = self.experts.ragged(xg.reshape(g * t, d)[order // k], experts[order],
-                                   group_sizes, rng)                     # [s, d]
-    y = jnp.zeros_like(y_sorted).at[order].set(y_sorted).reshape(g, t, k, d)
-    return jnp.einsum("gtk,gtkd->gtd", routing.gates.astype(self.dtype), y)
+    experts = jnp.where(valid[..., None] > 0, routing.experts, -1).reshape(g * t, -1)
+    y = dropless(xg.reshape(g * t, d), experts, routing.gates.reshape(g * t, -1),
+                 self.experts.weights(), rng, rate=self.cfg.expert_dropout)
+    return y.reshape(g, t, d)
 
   def _aux(self, routing: Routing, valid: jax.Array, kept: jax.Array) -> dict[str, jax.Array]:
     cfg = self.cfg
