@@ -4,6 +4,7 @@ Same seed, same weights (stacked); same loss, aux and gradients with and
 without remat, dense and MoE, on one device and on fsdp=8; the same dropout;
 Hugging Face export unstacks and import stacks, bit-identically.
 """
+import dataclasses
 import functools
 
 import jax
@@ -32,6 +33,9 @@ CONFIGS = {
                          moe=models.MoEConfig(num_experts=4, top_k=2, every_n_layers=2,
                                               group_size=16, capacity_factor_train=0.5)),
 }
+# Dropless blocks (a scan with a custom VJP) inside the layer scan, and its shard_map under fsdp.
+CONFIGS["dropless"] = CONFIGS["moe"].replace(
+    moe=dataclasses.replace(CONFIGS["moe"].moe, dispatch="dropless"))
 # The attention key bias's gradient is exactly 0 (softmax ignores a shift shared by all keys):
 # float32 leaves rounding noise of ~1e-12 there, in any layout.
 GRAD_FLOOR = 1e-10
@@ -101,17 +105,18 @@ def test_same_seed_gives_the_same_weights_stacked_with_a_layers_axis(kind):
 
 
 @pytest.mark.parametrize("kind,remat", [("dense", "none"), ("dense", "full"), ("moe", "none"),
-                                        ("moe", "dots_with_no_batch_dims_saveable")])
+                                        ("moe", "dots_with_no_batch_dims_saveable"),
+                                        ("dropless", "dots_with_no_batch_dims_saveable")])
 def test_scan_gives_the_loops_loss_aux_and_grads(kind, remat):
   (loss, aux), grads, _ = results(kind, True, remat)
   (ref_loss, ref_aux), ref_grads, _ = results(kind, False, remat)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   assert aux.keys() == ref_aux.keys() == {"mlm_loss", "mlm_accuracy"} | (
       {"load_balance_loss", "router_z_loss", "moe_assignments", "moe_dropped",
-       "moe_expert_assignments"} if kind == "moe" else set())
+       "moe_expert_assignments"} if kind != "dense" else set())
   assert_close_trees(aux, ref_aux)
-  if kind == "moe":
-    assert float(aux["moe_dropped"]) > 0  # capacity drops, the same tokens in both layouts
+  if kind != "dense":  # capacity drops, the same tokens in both layouts; dropless none
+    assert (float(aux["moe_dropped"]) > 0) == (kind == "moe")
   assert_close_trees(grads, stacked(ref_grads, CONFIGS[kind]), atol=GRAD_FLOOR)
 
 

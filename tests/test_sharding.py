@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from polyglot import memory, models, objectives, optimizer, sharding, train, trainer
+from polyglot import memory, models, objectives, optimizer, sharding, train
 from polyglot.objectives import mlm
 from polyglot.errors import ConfigError
 from polyglot.models import moe
