@@ -451,6 +451,9 @@ NOT_RUN = {
     "python tools/benchmark.py scaling --model small --lengths --experts 8 --steps 3 "
     "--warmup 1": "README's scaling command runs (test_benchmark_scaling) with its expert "
                   "row; this one only leaves out the length rows (--lengths with no value)",
+    "python tools/benchmark.py scaling --model small --lengths --steps 3 --warmup 1":
+        "README's scaling command runs (test_benchmark_scaling) with its dense peer and expert "
+        "rows; this one leaves out the length rows (--lengths with no value)",
     "python tools/plan_memory.py --model=large --mesh=data=8,fsdp=8 --batch=512 --seq=512":
         SAME_PLAN + "64 fake devices (the per-device memory is the fsdp=8 row's, checked)",
     "python tools/plan_memory.py --model=large --mesh=data=16,fsdp=16 --batch=2048 --seq=512":
