@@ -162,12 +162,14 @@ def test_lareqa_retrieval_set(tmp_path):
   assert [c.id for c in out.candidates] == ["de_2_0", "de_2_1", "en_2_0", "en_2_1", "en_2_2"]
   assert out.candidates[0] == Candidate("de_2_0", "de", "Die Panthers ließen 308 Punkte zu.", _DE)
   points = frozenset({"de_2_0", "en_2_0", "en_2_2"})  # the answer sentence, twice in English
+  b, c = "56beb4343aeaaa14008c925b", "56beb4343aeaaa14008c925c"  # groups: the question ids
   assert out.queries == (
-      Query("56beb4343aeaaa14008c925b_de", "de", "Wie viele Punkte?", points),
-      Query("56beb4343aeaaa14008c925b_en", "en",
-            "How many points did the Panthers defense surrender?", points),
-      Query("56beb4343aeaaa14008c925c_en", "en", "Who led the team in sacks?",
-            frozenset({"en_2_1"})))
+      Query(f"{b}_de", "de", "Wie viele Punkte?", points, b),
+      Query(f"{b}_en", "en", "How many points did the Panthers defense surrender?", points, b),
+      Query(f"{c}_en", "en", "Who led the team in sacks?", frozenset({"en_2_1"}), c))
+  # One language alone: its own answer sentences; merged, those of the whole group.
+  de = readers.read_lareqa_language(tmp_path / "xquad-r" / "de.json", "de")
+  assert de.queries[0].relevant == {"de_2_0"} and len(de.candidates) == 2
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -17,7 +17,9 @@ from polyglot.eval import finetune
 from polyglot.eval.readers import ChoiceExample
 from polyglot.eval.xtreme_r import readers
 from polyglot.eval.xtreme_r.tasks import BENCHMARK as XTREME_R
+from polyglot.eval import tasks
 from test_xtreme_run import DE, EN, REPO, save_tiny_checkpoint, tiny_config, train_spm, write_fixtures
+from test_xtreme_r_readers import _ENTITIES, _HELSINKI, _KYIV, _entity, _jsonl, _lareqa_files
 
 
 class _Tok:
@@ -73,15 +75,27 @@ def xtreme_r_run(tmp_path_factory):
   _xcopa(root / "data/xcopa/train-en.jsonl", _copa(EN, EN[::-1], 12))
   _xcopa(root / "data/xcopa/val-en.jsonl", _copa(EN[::-1], EN, 4))
   _xcopa(root / "data/xcopa/test-de.jsonl", _copa(DE, DE[::-1], 6))
+  _lareqa_files(root / "data" / "lareqa")  # xquad-r/{en,de}.json: 3 questions, 5 sentences
+  # Mewsli-X in XTREME's per-language layout. Q0 is an oracle: its description is the English
+  # mention's query text, so that mention's entity ranks first whatever the encoder.
+  mewslix = root / "data" / "mewslix"
+  _jsonl(mewslix / "wikinews_mentions" / "dev-en.jsonl", [_HELSINKI])
+  _jsonl(mewslix / "wikinews_mentions" / "dev-uk.jsonl", [_KYIV])
+  helsinki = readers.read_mewslix_queries(mewslix / "wikinews_mentions" / "dev-en.jsonl")[0]
+  oracle = _entity("Q0", helsinki.text, [(0, len(helsinki.text))])
+  _jsonl(mewslix / "candidate_set_entities.jsonl", [*_ENTITIES, oracle])
+  _jsonl(mewslix / "wikinews_mentions" / "dev-en.jsonl",
+         [{**_HELSINKI, "mentions": [{**_HELSINKI["mentions"][0], "entity_id": "Q0"}]}])
   save_tiny_checkpoint(root / "ckpt", train_spm((EN + DE) * 20, 300))
   gin = root / "smoke.gin"
   gin.write_text("".join(f"{t}/TaskHparams.{k} = {v}\n" for t in ("xnli", "xcopa") for k, v in (
       ("max_steps", 3), ("max_seq_length", 64), ("batch_size", 4), ("learning_rate", 1e-3)))
-      + "tatoeba/RetrievalHparams.layer = 1\n", encoding="utf-8")
+      + "".join(f"{t}/RetrievalHparams.layer = 1\n" for t in ("tatoeba", "lareqa", "mewslix")),
+      encoding="utf-8")
   out = root / "out"
   cmd = [sys.executable, "-m", "polyglot.eval", "--benchmark=xtreme_r",
          f"--checkpoint_dir={root / 'ckpt'}", f"--data_dir={root / 'data'}",
-         "--tasks=xnli,xcopa,tatoeba", f"--output_dir={out}", f"--gin_file={gin}"]
+         "--tasks=xnli,xcopa,tatoeba,lareqa,mewslix", f"--output_dir={out}", f"--gin_file={gin}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   return proc, out
@@ -91,18 +105,31 @@ def test_xtreme_r_runs_xcopa_and_averages_over_tasks(xtreme_r_run):
   proc, out = xtreme_r_run
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((out / "results.json").read_text(encoding="utf-8"))
-  assert list(report["tasks"]) == ["xnli", "xcopa", "tatoeba"]
+  assert list(report["tasks"]) == ["xnli", "xcopa", "tatoeba", "lareqa", "mewslix"]
   xcopa = report["tasks"]["xcopa"]
   assert set(xcopa["languages"]) == {"en", "de"} and xcopa["category"] == "Classification"
   assert xcopa["languages"]["de"]["split"] == "test" and xcopa["languages"]["en"]["split"] == "dev"
   for m in xcopa["languages"].values():  # 6 German and 4 English examples
     assert m["score"] == m["accuracy"] and round(m["accuracy"] * 12) % 100 == 0
   averages = [t["average"] for t in report["tasks"].values()]
-  assert report["overall"] == pytest.approx(sum(averages) / 3)  # over tasks, not categories
+  assert report["overall"] == pytest.approx(sum(averages) / 5)  # over tasks, not categories
+  # One pool per task, every language's queries against it: LAReQA's 3 questions rank 5
+  # sentences (all within the top 20), so each AP is positive.
+  lareqa, mewslix = report["tasks"]["lareqa"], report["tasks"]["mewslix"]
+  assert set(lareqa["languages"]) == {"en", "de"} and lareqa["category"] == "Retrieval"
+  assert all(0 < m["score"] == m["map@20"] <= 100 for m in lareqa["languages"].values())
+  # Mewsli-X: one gold entity per mention, so AP is 1 / its rank among the 4 entities; the
+  # oracle ranks first (a frozen encoder gives identical texts identical embeddings).
+  assert mewslix["languages"]["en"]["map@20"] == pytest.approx(100.0)
+  uk = mewslix["languages"]["uk"]["map@20"]
+  assert any(uk == pytest.approx(100 / rank) for rank in (1, 2, 3, 4)), uk
+  assert mewslix["languages"]["uk"]["split"] == "dev"
+  assert report["categories"]["Retrieval"] == pytest.approx(
+      (report["tasks"]["tatoeba"]["average"] + lareqa["average"] + mewslix["average"]) / 3)
   assert report["categories"]["Classification"] == pytest.approx(
       (report["tasks"]["xnli"]["average"] + xcopa["average"]) / 2)
   md = (out / "results.md").read_text(encoding="utf-8")
-  assert md.startswith("# XTREME-R results") and "LAReQA and Mewsli-X are not among them" in md
+  assert md.startswith("# XTREME-R results") and "mAP@20 with the frozen encoder" in md
   import polyglot  # pylint: disable=g-import-not-at-top
   model = polyglot.load(str(out / "finetuned" / "xcopa"))
   assert type(model.model).__name__ == "MultipleChoice"
@@ -122,3 +149,19 @@ def test_xtreme_r_languages_extend_xtremes():
   assert XTREME_R.task("xcopa").languages == readers.XCOPA_LANGUAGES
   assert XTREME_R.average == "tasks" and finetune.MODEL_KINDS["multiple_choice"] == (
       "multiple_choice")
+
+
+def test_mewslix_files_of_every_language_share_the_entity_pool(tmp_path):
+  """get-mewsli-x.sh's layout: one mentions file per split for all languages, read per
+  language, and the entity pool beside it (read once: the same tuple for each language)."""
+  mewslix = tmp_path / "mewslix"
+  _jsonl(mewslix / "wikinews_mentions-test.jsonl", [_HELSINKI, _KYIV])
+  _jsonl(mewslix / "candidate_set_entities.jsonl", _ENTITIES)
+  data = tasks.discover(XTREME_R.task("mewslix"), data_dir=tmp_path)
+  assert data.languages("test") == tuple(sorted(readers.MEWSLIX_LANGUAGES))
+  from polyglot.eval import readers as core_readers  # pylint: disable=g-import-not-at-top
+  en, uk = (core_readers.load(data, lang, "test") for lang in ("en", "uk"))
+  assert [q.id for q in en.queries] == ["c79595350cc2d5c7f2b095e2cb785212"]
+  assert [q.id for q in uk.queries] == ["e-kyiv"] and uk.candidates is en.candidates
+  merged = core_readers.merge_retrieval_sets([en, uk], "here")
+  assert len(merged.candidates) == 3 and len(merged.queries) == 2

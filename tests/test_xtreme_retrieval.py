@@ -99,3 +99,33 @@ def test_bucc_repeated_sentence_is_mined_with_its_last_embedding():
   swapped = retrieval.bucc_candidates(source_ids, source, emb_src[[0, 2, 1]], english_ids,
                                       english, emb_en, k=2)
   assert swapped == {("s1", "e2"): pytest.approx(1.2, rel=1e-6)}
+
+
+def test_rank_pool_ranks_candidate_ids_by_cosine():
+  rng = np.random.default_rng(1)
+  queries, pool = rng.normal(size=(4, 5)), rng.normal(size=(6, 5)) * rng.uniform(1, 9, (6, 1))
+  ids = [f"c{i}" for i in range(6)]
+  cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+      pool / np.linalg.norm(pool, axis=1, keepdims=True)).T
+  want = [[ids[j] for j in np.argsort(-row)[:3]] for row in cos]
+  assert retrieval.rank_pool(queries, pool, ids, 3) == want
+  assert [len(r) for r in retrieval.rank_pool(queries, pool, ids, 20)] == [6] * 4  # k > pool
+  with pytest.raises(DataError, match=r"candidate embeddings have shape \(6, 5\); expected \[5"):
+    retrieval.rank_pool(queries, pool, ids[:5], 3)
+
+
+def test_merged_pools_share_candidates_and_group_relevance():
+  from polyglot.eval.readers import Candidate, Query, RetrievalSet, merge_retrieval_sets
+  en = RetrievalSet((Query("q_en", "en", "Who?", frozenset({"en_1"}), "q"),
+                     Query("m", "en", "x", frozenset({"E"}))),
+                    (Candidate("en_1", "en", "He."), Candidate("E", "en", "An entity.")))
+  de = RetrievalSet((Query("q_de", "de", "Wer?", frozenset({"de_1"}), "q"),),
+                    (Candidate("de_1", "de", "Er."), Candidate("E", "en", "An entity.")))
+  merged = merge_retrieval_sets([en, de], "here")
+  assert [c.id for c in merged.candidates] == ["en_1", "E", "de_1"]
+  assert [q.relevant for q in merged.queries] == [{"en_1", "de_1"}, {"E"}, {"en_1", "de_1"}]
+  # A group's candidate cut from the pool is not relevant (smoke runs cut pools).
+  cut = merge_retrieval_sets([en, RetrievalSet(de.queries, ())], "here")
+  assert cut.queries[2].relevant == {"en_1"}
+  with pytest.raises(DataError, match="here: query 'q_de' has relevant candidates"):
+    merge_retrieval_sets([RetrievalSet(de.queries, ())], "here")

@@ -8,12 +8,23 @@
 | MLQA | EM and F1 with MLQA's language-aware normalisation | MLQA `mlqa_evaluation_v1.py` |
 | BUCC 2018 | F1 of predicted vs gold pairs | `evaluate.py` `bucc_f1` |
 | XGLUE WPR | mean nDCG over queries | XGLUE `xglue_evaluate.py` `simple_ndcg` |
+| LAReQA, Mewsli-X | mAP@20 per language | XTREME `utils_lareqa.py`, `utils_mewslix.py` |
 
 XTREME scores UD-POS with seqeval's entity F1 too: a UPOS tag such as NOUN is
 read as prefix "N" + type "OUN", so runs of one tag merge into one chunk. We
 reproduce seqeval's chunking (`get_entities`) rather than depend on seqeval:
 it is not a runtime dependency of this package, the algorithm is 40 lines, and
 tests compare the two on fixtures.
+
+AP@k of one query (`average_precision_at_k`): over the first k ranks, the
+precision at each rank holding a relevant candidate (a candidate repeated in
+the ranking counts once), summed and divided by min(|relevant|, k). It is
+read off a ranking: how ties in similarity are ordered is the ranker's choice
+(XTREME's LAReQA code takes `argsort()[::-1]` of the scores, Mewsli-X FAISS's
+order; neither is specified for ties). A query without a ranking scores 0
+(Mewsli-X); a query without a relevant candidate has no AP (XTREME's LAReQA
+code divides by zero, its Mewsli-X code fails on the empty gold list) and is
+an error.
 
 Tag-set mismatch rule: gold tags whose entity type is not in the training
 label set (MasakhaNER's DATE against English CoNLL training data, see the data
@@ -27,10 +38,12 @@ import math
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from polyglot.errors import DataError
-from polyglot.eval.readers import QAExample
+from polyglot.eval.readers import QAExample, Query
+
+TOP_K = 20  # utils_mewslix.TOP_K; evaluate_retrieval.py mean_avg_prec_at_k(..., k=20)
 
 
 def accuracy(gold: Sequence, pred: Sequence) -> float:
@@ -287,3 +300,51 @@ def mean_ndcg(query_ids: Sequence[int], gold: Sequence, scores: Sequence) -> flo
   if not values:
     raise DataError("nDCG needs a query with two or more documents")
   return 100 * sum(values) / len(values)
+
+
+def average_precision_at_k(relevant: Collection[str], ranked: Sequence[str],
+                           k: int = TOP_K) -> float:
+  """AP@k in [0, 1] of one ranking (utils_lareqa.py `average_precision_at_k`)."""
+  if not relevant:
+    raise DataError("average precision needs at least one relevant candidate")
+  if k < 1:
+    raise DataError(f"average precision at k={k}: k must be at least 1")
+  seen, hits, score = set(), 0, 0.0
+  for rank, cid in enumerate(ranked[:k], 1):
+    if cid in relevant and cid not in seen:
+      hits += 1
+      score += hits / rank
+    seen.add(cid)
+  return score / min(len(relevant), k)
+
+
+def mean_average_precision(relevant: Mapping[str, Collection[str]],
+                           rankings: Mapping[str, Sequence[str]], k: int = TOP_K) -> float:
+  """mAP@k (percent) over every query of `relevant` (query id -> relevant candidate ids).
+
+  `rankings`: query id -> candidate ids, best first; a query missing from it
+  scores 0, rankings of other queries are ignored (utils_mewslix.py `evaluate`).
+  """
+  if not relevant:
+    raise DataError("mean average precision needs at least one query")
+  empty = [qid for qid, rel in relevant.items() if not rel]
+  if empty:
+    raise DataError(f"query {empty[0]!r} has no relevant candidate; its average precision is "
+                    "undefined: drop it or fix its gold candidates")
+  total = sum(average_precision_at_k(rel, rankings.get(qid, ()), k)
+              for qid, rel in relevant.items())
+  return 100 * total / len(relevant)
+
+
+def map_by_language(queries: Iterable[Query], rankings: Mapping[str, Sequence[str]],
+                    k: int = TOP_K) -> dict[str, float]:
+  """mAP@k (percent) of the queries of each language, languages sorted.
+
+  Mewsli-X's task score is their mean (utils_mewslix.py `evaluate_all`);
+  LAReQA's is `mean_average_precision` over all questions, which equals their
+  mean when every language has as many questions (1190 each in XQuAD-R).
+  """
+  by_lang = collections.defaultdict(dict)
+  for q in queries:
+    by_lang[q.lang][q.id] = q.relevant
+  return {lang: mean_average_precision(by_lang[lang], rankings, k) for lang in sorted(by_lang)}

@@ -16,6 +16,8 @@ Formats (names in `FILE_READERS`; a benchmark adds its own with
   the other (LASER's test sets).
 - `bucc_text`: `id<TAB>sentence` files for both sides and `src_id<TAB>en_id`
   gold pairs (BUCC 2018).
+Retrieval against a pool (`RetrievalSet`: queries, candidates, the relevant
+ones) has no format here: XTREME-R registers LAReQA's and Mewsli-X's.
 
 A malformed line, or one that is not UTF-8, raises `DataError` naming the
 file and line; so does a SQuAD file that is not UTF-8 or not SQuAD's shape.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from polyglot.paths import Path
 from polyglot.errors import ConfigError, DataError
@@ -109,8 +111,93 @@ class BuccSet:
   gold: frozenset[tuple[str, str]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Query:
+  """A retrieval query (a LAReQA question, a Mewsli-X mention in its sentence).
+
+  Queries of one `group` share their relevant candidates when sets are merged
+  (`merge_retrieval_sets`): LAReQA's question in each language is answered by
+  the answer sentence of every language.
+  """
+  id: str
+  lang: str
+  text: str
+  relevant: frozenset[str]  # ids of the candidates that answer it
+  group: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """A retrievable item (a LAReQA answer sentence, a Mewsli-X entity description).
+
+  It is encoded as `(text + context).replace("\\n", "")`, as XTREME encodes a
+  LAReQA candidate (`third_party/evaluate_retrieval.py`); Mewsli-X
+  candidates have no context.
+  """
+  id: str
+  lang: str
+  text: str
+  context: str = ""
+
+  @property
+  def encoded(self) -> str:
+    return (self.text + self.context).replace("\n", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalSet:
+  """Queries and the candidate pool they are ranked against (`retrieval_set` checks it)."""
+  queries: tuple[Query, ...]
+  candidates: tuple[Candidate, ...]
+
+
 Examples = (list[PairExample] | list[RankExample] | list[ChoiceExample] | list[TagExample]
-            | list[QAExample] | TatoebaSet | BuccSet)
+            | list[QAExample] | TatoebaSet | BuccSet | RetrievalSet)
+
+
+def _check_ids(items: Iterable, what: str, where: str) -> set[str]:
+  ids = set()
+  for item in items:
+    if item.id in ids:
+      raise DataError(f"{where}: {what} id {item.id!r} appears twice; ids must be unique")
+    ids.add(item.id)
+  return ids
+
+
+def retrieval_set(queries: Iterable[Query], candidates: Iterable[Candidate],
+                  where: str) -> RetrievalSet:
+  """Queries and candidates with unique ids, each query with relevant candidates in the pool.
+
+  `where` names the files in errors.
+  """
+  queries, candidates = tuple(queries), tuple(candidates)
+  if not queries:
+    raise DataError(f"{where}: no queries")
+  _check_ids(queries, "query", where)
+  pool = _check_ids(candidates, "candidate", where)
+  for q in queries:
+    missing = sorted(q.relevant - pool)
+    if not q.relevant or missing:
+      raise DataError(f"{where}: query {q.id!r} has relevant candidates {sorted(q.relevant)}, "
+                      f"missing from the pool: {missing}; every query needs one in the pool")
+  return RetrievalSet(queries, candidates)
+
+
+def merge_retrieval_sets(sets: Sequence[RetrievalSet], where: str) -> RetrievalSet:
+  """One pool for the queries of all `sets`: candidates by id (the first of each id kept,
+  shared pools counted once), and each query's relevant candidates those of its group."""
+  candidates = {}
+  for s in sets:
+    for c in s.candidates:
+      candidates.setdefault(c.id, c)
+  by_group: dict[str, set[str]] = {}
+  for q in (q for s in sets for q in s.queries if q.group is not None):
+    by_group.setdefault(q.group, set()).update(q.relevant)
+  # A group's candidates left out of the pool (`--max_eval_examples` cuts) are not relevant.
+  queries = [q if q.group is None else
+             dataclasses.replace(q, relevant=frozenset(by_group[q.group] & candidates.keys()))
+             for s in sets for q in s.queries]
+  return retrieval_set(queries, candidates.values(), where)
 
 # Tatoeba: XTREME's download script sorts the English side to hide the
 # alignment (README: "change the order of the test sentences"); a sorted side
@@ -437,7 +524,7 @@ def load(data: tasks.TaskData, lang: str, split: str) -> Examples:
   """The examples of one (language, split) of a discovered task.
 
   Examples of several files (UD treebanks of one language) are concatenated;
-  retrieval tasks give one `TatoebaSet` or `BuccSet`.
+  retrieval tasks give one `TatoebaSet`, `BuccSet` or `RetrievalSet`.
   """
   source = data.source(lang, split)
   if isinstance(source, tasks.TfdsSource):

@@ -29,7 +29,8 @@ def headline(spec: tasks.TaskSpec, metrics: Mapping[str, float]) -> float:
   """The one score averaged for a task from its metrics dict."""
   need = spec.headline or (("exact_match", "f1") if spec.task_type == "qa"
                            else ("f1",) if spec.metric in ("seqeval_f1", "bucc_f1")
-                           else ("ndcg",) if spec.metric == "ndcg" else ("accuracy",))
+                           else ("ndcg",) if spec.metric == "ndcg"
+                           else ("map@20",) if spec.metric == "map_at_20" else ("accuracy",))
   if any(k not in metrics for k in need):
     raise DataError(f"{spec.name} scores need {need}, got {sorted(metrics)}")
   return sum(metrics[k] for k in need) / len(need)

@@ -1,4 +1,4 @@
-"""Sentence retrieval with a frozen encoder: Tatoeba and BUCC 2018.
+"""Sentence retrieval with a frozen encoder: Tatoeba, BUCC 2018, and pools (LAReQA, Mewsli-X).
 
 Shape legend: n=source sentences, m=target (English) sentences, d=embedding,
 k=neighbours.
@@ -14,6 +14,11 @@ is in `hparams.RetrievalHparams`. Both tasks use cosine similarity, as XTREME's
   directions, candidates from both directions ("max" retrieval) kept greedily
   one-to-one; the score threshold that maximises F1 on gold pairs
   (`bucc_optimize`), chosen on dev and applied to test.
+- A pool (`rank_pool`): every query ranks the whole candidate pool by cosine
+  similarity; mAP@20 scores the top 20 (`metrics.mean_average_precision`).
+  XTREME-R fine-tunes a dual encoder for LAReQA (on SQuAD) and Mewsli-X (on
+  Wikipedia mention-entity pairs); with a frozen encoder the scores measure
+  the pretrained model alone, as Tatoeba's do.
 """
 from __future__ import annotations
 
@@ -68,6 +73,17 @@ def tatoeba_accuracy(source_emb: np.ndarray, english_emb: np.ndarray) -> float:
   _check_embeddings("English", np.asarray(english_emb), len(source_emb))
   pred = tatoeba_predictions(source_emb, english_emb)
   return metrics.accuracy(list(range(len(pred))), pred.tolist())
+
+
+# ---- a pool ----
+
+def rank_pool(query_emb: np.ndarray, candidate_emb: np.ndarray, candidate_ids: Sequence[str],
+              k: int) -> list[list[str]]:
+  """Each query's k most cosine-similar candidates, best first, as ids: [q, d], [c, d] -> q
+  lists of k."""
+  _check_embeddings("candidate", np.asarray(candidate_emb), len(candidate_ids))
+  _, idx = knn(l2_normalize(query_emb), l2_normalize(candidate_emb), k)  # [q, k]
+  return [[candidate_ids[i] for i in row] for row in idx.tolist()]
 
 
 # ---- BUCC 2018 ----

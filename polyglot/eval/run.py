@@ -57,7 +57,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from polyglot import api, checkpoint, models, paths, sharding
 from polyglot.errors import CheckpointError, ConfigError, DataError
-from polyglot.eval import embed, finetune, hparams, readers, report, retrieval, tasks
+from polyglot.eval import (embed, finetune, hparams, metrics, readers, report, retrieval,
+                           tasks)
 from polyglot.eval.benchmarks import Benchmark
 from polyglot.eval.hparams import RetrievalHparams, TaskHparams, EvalConfig
 from polyglot.eval.tokenizer import SentencePieceTokenizer
@@ -221,6 +222,13 @@ def limit_bucc(s: readers.BuccSet, n: int) -> readers.BuccSet:
                          tuple(i for i, _ in en), tuple(t for _, t in en), frozenset(gold))
 
 
+def limit_pool(s: readers.RetrievalSet, n: int) -> readers.RetrievalSet:
+  """The first n queries, their relevant candidates and the first n others (smoke runs)."""
+  queries = s.queries[:n]
+  keep = {c for q in queries for c in q.relevant} | {c.id for c in s.candidates[:n]}
+  return readers.RetrievalSet(queries, tuple(c for c in s.candidates if c.id in keep))
+
+
 def load_examples(data: tasks.TaskData, lang: str, split: str, limit: int):
   """`readers.load`, cut to the first `limit` examples when limit > 0."""
   examples = readers.load(data, lang, split)
@@ -230,6 +238,8 @@ def load_examples(data: tasks.TaskData, lang: str, split: str, limit: int):
     return readers.TatoebaSet(examples.source[:limit], examples.english[:limit])
   if isinstance(examples, readers.BuccSet):
     return limit_bucc(examples, limit)
+  if isinstance(examples, readers.RetrievalSet):
+    return limit_pool(examples, limit)
   return examples[:limit]
 
 
@@ -505,7 +515,27 @@ class Run:
       cands, gold = self.bucc_candidates(job, lang, "test")
     return {**retrieval.bucc_scores(cands, gold, threshold), "split": split}
 
+  def pool(self, job: Job, langs: list[str]):
+    """mAP@20 of every language's queries against one pool, the candidates of all the
+    languages (LAReQA's answer sentences, Mewsli-X's entities), embedded once."""
+    name, limit = job.spec.name, self.request.config.max_eval_examples
+    splits = {lang: job.data.eval_split(lang) for lang in langs}
+    s = readers.merge_retrieval_sets(
+        [load_examples(job.data, lang, split, limit) for lang, split in splits.items()],
+        f"{name} under {job.data.root}")
+    embedder = self.source.embedder
+    pool = embedder([c.encoded for c in s.candidates], job.hparams, f"{name} candidates")
+    queries = embedder([q.text for q in s.queries], job.hparams, f"{name} queries")
+    ranked = retrieval.rank_pool(queries, pool, [c.id for c in s.candidates], metrics.TOP_K)
+    by_lang = metrics.map_by_language(s.queries, {q.id: r for q, r in zip(s.queries, ranked)})
+    scores = {lang: {"map@20": value} for lang, value in by_lang.items()}
+    for lang in scores:
+      log.info("%s %s/%s: %s", name, lang, splits[lang], _brief(scores[lang]))
+    return scores, {lang: splits[lang] for lang in scores}
+
   def retrieval_scores(self, job: Job, langs: list[str]):
+    if job.spec.metric == "map_at_20":
+      return self.pool(job, langs)
     scores, splits = {}, {}
     fn = self.bucc if job.spec.metric == "bucc_f1" else self.tatoeba
     for lang in langs:

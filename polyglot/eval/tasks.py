@@ -27,7 +27,7 @@ from polyglot.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
 TASK_TYPES = ("classification", "tagging", "qa", "multiple_choice", "retrieval")
-METRICS = ("accuracy", "seqeval_f1", "squad", "mlqa", "bucc_f1", "ndcg")
+METRICS = ("accuracy", "seqeval_f1", "squad", "mlqa", "bucc_f1", "ndcg", "map_at_20")
 TFDS_FORMATS = ("tfds_xnli", "tfds_pair", "tfds_upos", "tfds_wikiann", "tfds_squad",
                 "tfds_tatoeba", "tfds_bucc")
 ANY_DIR = r"(?:.*/)?"  # a FileLayout pattern's optional leading folders

@@ -35,15 +35,16 @@ file: the article and paragraph).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from polyglot.paths import Path
 from polyglot.errors import DataError
-from polyglot.eval.readers import ChoiceExample, _lines, _squad_articles
+from polyglot.eval.readers import (Candidate, ChoiceExample, Query, RetrievalSet, _check_ids,
+                                    _lines, _squad_articles, merge_retrieval_sets,
+                                    retrieval_set)
 
 XCOPA_LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
 LAREQA_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
@@ -59,35 +60,6 @@ _BLANKED_MIN_EXAMPLES = 20
 # and turns braces already in the sentence into parentheses.
 _MARKER_L, _MARKER_R = "{", "}"
 _BRACED = re.compile(rf"{re.escape(_MARKER_L)}(.*?){re.escape(_MARKER_R)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Query:
-  """A retrieval query: a LAReQA question or a Mewsli-X mention in its sentence."""
-  id: str
-  lang: str
-  text: str
-  relevant: frozenset[str]  # ids of the candidates that answer it
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-  """A retrievable item: a LAReQA answer sentence or a Mewsli-X entity description.
-
-  XTREME encodes a LAReQA candidate as `(text + context).replace("\\n", "")`
-  (`third_party/evaluate_retrieval.py`); Mewsli-X candidates have no context.
-  """
-  id: str
-  lang: str
-  text: str
-  context: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrievalSet:
-  """Queries and the candidate pool they are ranked against (`retrieval_set` checks it)."""
-  queries: tuple[Query, ...]
-  candidates: tuple[Candidate, ...]
 
 
 # ---- JSON fields ----
@@ -172,36 +144,6 @@ def read_siqa(path: Path) -> list[ChoiceExample]:
   return [_siqa_example(where, obj) for where, obj in _json_lines(path, _SIQA_SHAPE)]
 
 
-# ---- retrieval sets ----
-
-def _check_ids(items: Iterable, what: str, where: str) -> set[str]:
-  ids = set()
-  for item in items:
-    if item.id in ids:
-      raise DataError(f"{where}: {what} id {item.id!r} appears twice; ids must be unique")
-    ids.add(item.id)
-  return ids
-
-
-def retrieval_set(queries: Iterable[Query], candidates: Iterable[Candidate],
-                  where: str) -> RetrievalSet:
-  """Queries and candidates with unique ids, each query with relevant candidates in the pool.
-
-  `where` names the files in errors.
-  """
-  queries, candidates = tuple(queries), tuple(candidates)
-  if not queries:
-    raise DataError(f"{where}: no queries")
-  _check_ids(queries, "query", where)
-  pool = _check_ids(candidates, "candidate", where)
-  for q in queries:
-    missing = sorted(q.relevant - pool)
-    if not q.relevant or missing:
-      raise DataError(f"{where}: query {q.id!r} has relevant candidates {sorted(q.relevant)}, "
-                      f"missing from the pool: {missing}; every query needs one in the pool")
-  return RetrievalSet(queries, candidates)
-
-
 # ---- LAReQA: XQuAD-R ----
 
 _XQUAD_R_SHAPE = ("expected XQuAD-R: SQuAD v1.1 JSON whose paragraphs have sentence_breaks "
@@ -261,6 +203,16 @@ def _lareqa_file(path: Path, lang: str, candidates: dict[str, Candidate],
   return questions
 
 
+def read_lareqa_language(path: Path, lang: str) -> RetrievalSet:
+  """One language of XQuAD-R: its questions, each grouped by its id (the same question
+  in every language), and every sentence of its paragraphs that have a question."""
+  candidates: dict[str, Candidate] = {}
+  answers: dict[str, set[str]] = {}
+  questions = _lareqa_file(path, lang, candidates, answers)
+  return retrieval_set((Query(qid, lang, text, frozenset(answers[xling]), group=xling)
+                        for qid, text, xling in questions), candidates.values(), str(path))
+
+
 def read_lareqa(files: Mapping[str, Path]) -> RetrievalSet:
   """XQuAD-R as LAReQA's retrieval task (`third_party/utils_lareqa.py` `load_data`).
 
@@ -269,16 +221,8 @@ def read_lareqa(files: Mapping[str, Path]) -> RetrievalSet:
   a question; a question's relevant candidates are the sentences, in all
   languages, holding the answer of a question with its id (11 in XQuAD-R).
   """
-  candidates: dict[str, Candidate] = {}
-  answers: dict[str, set[str]] = {}
-  questions = []
-  for lang in sorted(files):
-    questions += [(qid, lang, text, xling) for qid, text, xling in
-                  _lareqa_file(files[lang], lang, candidates, answers)]
-  queries = [Query(qid, lang, text, frozenset(answers[xling]))
-             for qid, lang, text, xling in questions]
-  where = ", ".join(str(files[lang]) for lang in sorted(files))
-  return retrieval_set(queries, candidates.values(), where)
+  return merge_retrieval_sets([read_lareqa_language(files[lang], lang) for lang in sorted(files)],
+                              ", ".join(str(files[lang]) for lang in sorted(files)))
 
 
 # ---- Mewsli-X ----
