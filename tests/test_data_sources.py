@@ -1,6 +1,7 @@
 """Sources: the embedded corpus, text directories (CC-100/Glot500 layouts), TFDS."""
 import gzip
 import lzma
+import json
 import pathlib
 
 import numpy as np
@@ -30,6 +31,29 @@ def test_embedded_corpus_has_hundreds_of_languages():
   assert all(lines and all(l.strip() == l and l for l in lines) for lines in corpus.texts.values())
   assert corpus.texts["eng_Latn"][0].startswith("No one shall be held in slavery")
   assert "swh_Latn" in corpus.texts and "sw_Latn" not in corpus.texts  # canonical ids
+
+
+def test_embedded_corpus_is_cached_as_parsed_and_reparsed_when_the_cache_is_bad(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path))
+  parsed = sources._parse_embedded()
+  fresh = sources.embedded_corpus.__wrapped__()
+  assert fresh.texts == parsed
+  cached = tmp_path / f"{sources.embedded_fingerprint()}.json"
+  assert json.loads(cached.read_text(encoding="utf-8")).keys() == parsed.keys()
+  real_parse = sources._parse_embedded
+  monkeypatch.setattr(sources, "_parse_embedded", lambda: pytest.fail("parsed, not cached"))
+  assert sources.embedded_corpus.__wrapped__().texts == parsed  # read back, tuples again
+  monkeypatch.setattr(sources, "_parse_embedded", real_parse)
+  for bad in ("{truncated", '{"eng_Latn": "not a list"}', "[]"):
+    cached.write_text(bad, encoding="utf-8")
+    assert sources.embedded_corpus.__wrapped__().texts == parsed
+    assert json.loads(cached.read_text(encoding="utf-8")).keys() == parsed.keys()  # rewritten
+  # A cache that cannot be made (a file where its folder would be) is skipped.
+  blocked = tmp_path / "blocked"
+  blocked.write_text("", encoding="utf-8")
+  monkeypatch.setenv("POLYGLOT_CACHE", str(blocked / "sub"))
+  assert sources.embedded_corpus.__wrapped__().texts == parsed
 
 
 def test_embedded_source_holds_out_a_line_per_twenty():

@@ -44,6 +44,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import json
 import lzma
 import math
 import os
@@ -326,14 +327,8 @@ def embedded_fingerprint() -> str:
   return f"gflanguages-{gflanguages.__version__}-embedded-v1"
 
 
-@functools.cache
-def embedded_corpus() -> EmbeddedCorpus:
-  """Sample texts of every living language in gflanguages that has one.
-
-  Historical languages (Gothic, Linear B, ...) and collective codes (`art`,
-  `ber`) are left out. Where two gflanguages entries name one canonical
-  language (`ar_Arab`, `arb_Arab`), the one with more text is kept.
-  """
+def _parse_embedded() -> dict[str, tuple[str, ...]]:
+  """Lines by canonical language id, from gflanguages' ~1,700 text-format records."""
   import gflanguages  # pylint: disable=g-import-not-at-top
   texts: dict[str, tuple[str, ...]] = {}
   for gf_id, lang in sorted(gflanguages.LoadLanguages().items()):
@@ -346,7 +341,30 @@ def embedded_corpus() -> EmbeddedCorpus:
     lines = _sample_lines(lang.sample_text)
     if lines and len("".join(lines)) > len("".join(texts.get(lang_id, ()))):
       texts[lang_id] = lines
-  return EmbeddedCorpus(dict(sorted(texts.items())))
+  return dict(sorted(texts.items()))
+
+
+@functools.cache
+def embedded_corpus() -> EmbeddedCorpus:
+  """Sample texts of every living language in gflanguages that has one.
+
+  Historical languages (Gothic, Linear B, ...) and collective codes (`art`,
+  `ber`) are left out. Where two gflanguages entries name one canonical
+  language (`ar_Arab`, `arb_Arab`), the one with more text is kept. Parsing
+  gflanguages takes about a second, so the texts are kept in the user cache
+  (`cache.cache_dir`) under `embedded_fingerprint`; a cache that cannot be
+  read is parsed again and rewritten, one that cannot be written is skipped.
+  """
+  name = f"{embedded_fingerprint()}.json"
+  with contextlib.suppress(OSError, ValueError):
+    texts = json.loads((cache.cache_dir() / name).read_text(encoding="utf-8"))
+    if isinstance(texts, dict) and all(
+        isinstance(v, list) and all(isinstance(t, str) for t in v) for v in texts.values()):
+      return EmbeddedCorpus({lang: tuple(lines) for lang, lines in texts.items()})
+  texts = _parse_embedded()
+  with contextlib.suppress(OSError):
+    paths.write_bytes(cache.cache_dir() / name, json.dumps(texts, ensure_ascii=False).encode())
+  return EmbeddedCorpus(texts)
 
 
 # Text directories.
