@@ -33,10 +33,29 @@ def _silenced_stderr_fd():
     os.close(devnull)
 
 
+@contextlib.contextmanager
+def without_modules(*names: str):
+  """`import <name>` raises ImportError inside, for each of `names` not yet imported: for
+  libraries that import an optional dependency they do not need here."""
+  blocked = [n for n in names if n not in sys.modules]
+  for name in blocked:
+    sys.modules[name] = None
+  try:
+    yield
+  finally:
+    for name in blocked:
+      del sys.modules[name]
+
+
 def import_tensorflow():
-  """Imports TensorFlow (and seqio's tensorflow_text) quietly, CPU only; returns `tf`."""
+  """Imports TensorFlow (and seqio's tensorflow_text) quietly, CPU only; returns `tf`.
+
+  TensorFlow imports Keras at once, and Keras imports scikit-learn for its
+  scikit-learn wrappers, which nothing here uses: without it the import takes
+  about 0.5 s less (3.5 against 4.0 s on 2 cores). scikit-learn still imports afterwards.
+  """
   if "tensorflow" not in sys.modules:
-    with _silenced_stderr_fd():
+    with _silenced_stderr_fd(), without_modules("sklearn"):
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       import tensorflow_text  # noqa: F401  pylint: disable=unused-import
       tf.config.set_visible_devices([], "GPU")

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from polyglot import paths
+from polyglot import _env, paths
 from polyglot.errors import PolyglotError
 
 
@@ -46,14 +46,8 @@ def summary_writer_class():
   """tensorboardX's SummaryWriter, imported without PyTorch. tensorboardX imports torch
   whenever it is installed, only to accept torch tensors as values; polyglot logs floats,
   and the import costs 1.5 s of every run's start-up (measured with -X importtime)."""
-  blocked = "torch" not in sys.modules
-  if blocked:
-    sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
-  try:
+  with _env.without_modules("torch"):
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  finally:
-    if blocked:
-      del sys.modules["torch"]
   return SummaryWriter
 
 

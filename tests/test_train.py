@@ -165,6 +165,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert loaded.step >= 1 and all(np.isfinite(x).all() for x in final_params(tmp_path, loaded.step))
 
 
+def test_tensorflow_imports_without_scikit_learn_which_still_imports_afterwards():
+  """Keras, which TensorFlow imports, imports scikit-learn for wrappers nothing here uses
+  (0.5 s of every start); TensorFlow and tensorflow_text work without it."""
+  code = ("import sys\nfrom polyglot import _env\ntf = _env.import_tensorflow()\n"
+          "import tensorflow_text\nprint('sklearn' in sys.modules, 'keras' in sys.modules)\n"
+          "print(tensorflow_text.WhitespaceTokenizer().tokenize(['a b']).to_list())\n"
+          "import sklearn.metrics\nprint(sklearn.metrics.accuracy_score([1, 0], [1, 1]))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=env())
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.splitlines() == ["False True", "[[b'a', b'b']]", "0.5"]
+
+
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   """tensorboardX imports PyTorch wherever it is installed (1.5 s of every run's start);
   the writer loads it without, and the events still read back."""
