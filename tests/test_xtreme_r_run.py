@@ -75,6 +75,11 @@ def xtreme_r_run(tmp_path_factory):
   _xcopa(root / "data/xcopa/train-en.jsonl", _copa(EN, EN[::-1], 12))
   _xcopa(root / "data/xcopa/val-en.jsonl", _copa(EN[::-1], EN, 4))
   _xcopa(root / "data/xcopa/test-de.jsonl", _copa(DE, DE[::-1], 6))
+  # Social IQa (socialIQa_v1.4_trn.jsonl): XTREME-R's first stage before COPA.
+  _xcopa(root / "data/siqa/socialIQa_v1.4_trn.jsonl",
+         [{"context": EN[i % len(EN)], "question": "What happens next?",
+           "answerA": EN[(i + 1) % len(EN)], "answerB": EN[(i + 2) % len(EN)],
+           "answerC": EN[(i + 3) % len(EN)], "correct": "ABC"[i % 3]} for i in range(9)])
   _lareqa_files(root / "data" / "lareqa")  # xquad-r/{en,de}.json: 3 questions, 5 sentences
   # Mewsli-X in XTREME's per-language layout. Q0 is an oracle: its description is the English
   # mention's query text, so that mention's entity ranks first whatever the encoder.
@@ -130,6 +135,10 @@ def test_xtreme_r_runs_xcopa_and_averages_over_tasks(xtreme_r_run):
       (report["tasks"]["xnli"]["average"] + xcopa["average"]) / 2)
   md = (out / "results.md").read_text(encoding="utf-8")
   assert md.startswith("# XTREME-R results") and "mAP@20 with the frozen encoder" in md
+  # Two stages: SIQA (3 steps of the smoke settings), then COPA from that model.
+  stored = json.loads((out / "scores" / "xcopa.json").read_text(encoding="utf-8"))
+  assert stored["model"]["intermediate_steps"] == 3 and stored["model"]["num_steps"] == 3
+  assert "xcopa: fine-tuned on the intermediate task (3 steps)" in proc.stderr
   import polyglot  # pylint: disable=g-import-not-at-top
   model = polyglot.load(str(out / "finetuned" / "xcopa"))
   assert type(model.model).__name__ == "MultipleChoice"
@@ -165,3 +174,20 @@ def test_mewslix_files_of_every_language_share_the_entity_pool(tmp_path):
   assert [q.id for q in uk.queries] == ["e-kyiv"] and uk.candidates is en.candidates
   merged = core_readers.merge_retrieval_sets([en, uk], "here")
   assert len(merged.candidates) == 3 and len(merged.queries) == 2
+
+
+def test_xcopa_without_siqa_is_fine_tuned_on_copa_alone_with_a_notice(tmp_path):
+  _xcopa(tmp_path / "xcopa/train-en.jsonl", _copa(EN, EN[::-1], 4))
+  data = tasks.discover(XTREME_R.task("xcopa"), data_dir=tmp_path)
+  gaps = [str(m) for m in tasks.missing(data, ["en"]) if m.what == tasks.INTERMEDIATE]
+  assert gaps == ["xcopa: intermediate missing (en): nothing in siqa/: fine-tuned on its own "
+                  "training data alone"]
+  _xcopa(tmp_path / "siqa/socialIQa_v1.4_trn.jsonl", [{
+      "context": "c", "question": "q", "answerA": "a", "answerB": "b", "answerC": "c",
+      "correct": "B"}])
+  data = tasks.discover(XTREME_R.task("xcopa"), data_dir=tmp_path)
+  assert data.has("en", tasks.INTERMEDIATE) and not [
+      m for m in tasks.missing(data, ["en"]) if m.what == tasks.INTERMEDIATE]
+  from polyglot.eval import readers as core_readers  # pylint: disable=g-import-not-at-top
+  (siqa,) = core_readers.load(data, "en", tasks.INTERMEDIATE)
+  assert siqa.choices == ("a", "b", "c") and siqa.label == 1

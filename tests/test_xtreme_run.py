@@ -7,6 +7,7 @@ of an untrained model are near chance: these tests check the pipeline, the
 report and the resume logic, not the numbers (except the fine-tuning test,
 which learns a keyword rule).
 """
+import dataclasses
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -277,6 +279,17 @@ def test_fine_tuning_learns_a_keyword_rule_and_keeps_the_best_dev_step(spm_model
   assert finetune.evaluate(spec, tm, result.params, dev, hp, 16, tok)[0]["accuracy"] == (
       result.dev_score)
   assert not any(x.is_deleted() for x in jax.tree.leaves(encoder))
+  # A second stage (after an intermediate task) starts from the whole model, head included:
+  # at learning rate 1e-30 (updates below half an ulp of every weight) it returns it
+  # unchanged, where a new head would differ.
+  frozen = dataclasses.replace(hp, learning_rate=1e-30, max_steps=2, eval_every_steps=0)
+  keep = jax.tree.map(np.asarray, result.params)
+  second = finetune.fine_tune(spec, tm, frozen, encoder, train, None, tok, rows=16,
+                              start=jax.tree.map(jnp.copy, result.params))
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, second.params), keep)
+  fresh = finetune.fine_tune(spec, tm, frozen, encoder, train, None, tok, rows=16)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh.params),
+                                                      jax.tree.leaves(keep)))
   # Sharded prediction (8 devices, data parallel) matches one device.
   tm8 = finetune.task_model(spec, cfg, run.make_mesh(sharding.MeshConfig(data=-1)))
   one = finetune.predict(tm, result.params, dev.features, 32, 16, tok, "one device")

@@ -385,14 +385,18 @@ def _check_loss(name: str, step: int, loss: float) -> None:
 
 
 def fine_tune(spec: tasks.TaskSpec, tm: TaskModel, hp: TaskHparams, encoder_params, train: Split,
-              dev: Split | None, tok, rows: int) -> Result:
-  """Trains the head and encoder on `train`; keeps the best English-dev step."""
+              dev: Split | None, tok, rows: int, start=None) -> Result:
+  """Trains the head and encoder on `train`; keeps the best English-dev step.
+
+  From the pretrained encoder with a new head, or from `start`, a whole task model (the
+  result of a first stage on an intermediate task), with a fresh optimizer.
+  """
   name, n = spec.name, len(train.features)
   if not n:
     raise DataError(f"{name}: no usable English training example; check the train file "
                     "(QA answers must be the context text at their answer_start)")
   num_steps = num_train_steps(hp, n)
-  params = init_params(tm, encoder_params, hp.seed)
+  params = init_params(tm, encoder_params, hp.seed) if start is None else start
   init_opt, step_fn = tm.trainer(optim_config(hp), num_steps)
   rng = jax.random.key(hp.seed)
   evals = _eval_steps(hp, num_steps, dev is not None)

@@ -254,10 +254,13 @@ class Job:
 
 
 def train_sources(job: Job) -> list[tuple[str, str]]:
-  """(language, split)s fine-tuning reads: English train, and English dev when it selects."""
+  """(language, split)s fine-tuning reads: English train, English dev when it selects, and
+  the intermediate task's English data when there is one."""
   en = job.spec.train_language
   dev = job.hparams.eval_every_steps and job.data.has(en, "dev")
-  return [(en, "train"), *([(en, "dev")] if dev else [])]
+  first = job.data.has(en, tasks.INTERMEDIATE)
+  return [(en, "train"), *([(en, "dev")] if dev else []),
+          *([(en, tasks.INTERMEDIATE)] if first else [])]
 
 
 def eval_sources(job: Job, langs: Sequence[str]) -> list[tuple[str, str]]:
@@ -425,6 +428,16 @@ class Run:
     stored = self.stored_model(spec.name, directory, key, tm)
     if stored is not None:
       return stored
+    start, first_steps = None, None
+    if (en, tasks.INTERMEDIATE) in train_sources(job):
+      first = finetune.fine_tune(
+          spec, tm, hp, self.source.encoder_params(),
+          self.split(job, en, tasks.INTERMEDIATE, load_examples(
+              job.data, en, tasks.INTERMEDIATE, cfg.max_train_examples), training=True),
+          None, self.tok, self.rows)
+      start, first_steps = first.params, first.num_steps
+      log.info("%s: fine-tuned on the intermediate task (%d steps); now on its own data",
+               spec.name, first_steps)
     train = self.split(job, en, "train", load_examples(job.data, en, "train",
                                                        cfg.max_train_examples), training=True)
     dev = None
@@ -435,8 +448,9 @@ class Run:
       else:
         log.warning("%s: English dev has no gold answers: no model selection", spec.name)
     result = finetune.fine_tune(spec, tm, hp, self.source.encoder_params(), train, dev,
-                                self.tok, self.rows)
-    info = {"step": result.step, "num_steps": result.num_steps, "dev_score": result.dev_score}
+                                self.tok, self.rows, start)
+    info = {"step": result.step, "num_steps": result.num_steps, "dev_score": result.dev_score,
+            **({"intermediate_steps": first_steps} if first_steps else {})}
     self.save_fine_tuned(directory, spec, tm, result, {"settings": key, **info})
     return result.params, info
 

@@ -26,6 +26,9 @@ from polyglot.paths import Path
 from polyglot.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
+# The split of a first fine-tuning stage, before `train` (an intermediate task: XTREME-R
+# fine-tunes on SIQA before COPA); English, like `train`.
+INTERMEDIATE = "intermediate"
 TASK_TYPES = ("classification", "tagging", "qa", "multiple_choice", "retrieval")
 METRICS = ("accuracy", "seqeval_f1", "squad", "mlqa", "bucc_f1", "ndcg", "map_at_20")
 TFDS_FORMATS = ("tfds_xnli", "tfds_pair", "tfds_upos", "tfds_wikiann", "tfds_squad",
@@ -296,6 +299,11 @@ def missing(data: TaskData, languages: Sequence[str] | None = None) -> tuple[Mis
   en = spec.train_language
   if spec.fine_tuned and not data.has(en, "train"):
     out.append(Missing(spec.name, "train", (en,), "no fine-tuning data"))
+  if (any(lay.split == INTERMEDIATE for lay in spec.layouts)
+      and not data.has(en, INTERMEDIATE)):
+    folders = sorted({lay.folder for lay in spec.layouts if lay.split == INTERMEDIATE})
+    out.append(Missing(spec.name, INTERMEDIATE, (en,), f"nothing in {', '.join(folders)}/: "
+                       "fine-tuned on its own training data alone"))
   wanted = spec.languages if languages is None else tuple(languages)
   absent = tuple(lang for lang in wanted if data.eval_split(lang) is None)
   if absent:

@@ -8,11 +8,13 @@ as XTREME's `scripts/download_data.sh` writes them, or cambridgeltl/xcopa's
 The overall score is the mean over tasks (`evaluate.py`'s `all_task`); with all
 ten run, it is XTREME-R's.
 
-XCOPA fine-tunes on English COPA (`train-en.jsonl`, 400 examples) with
-XTREME-R's settings (`gin/eval/xtreme_r.gin`); XTREME-R first fine-tunes on
-SIQA, a stage not run here. XTREME's download blanks the XCOPA test labels
-(every label 0): such a file is refused with the fix (cambridgeltl/xcopa's
-labelled test files).
+XCOPA fine-tunes as `scripts/train_xcopa.sh` does, with XTREME-R's settings
+(`gin/eval/xtreme_r.gin`) for both stages: first on Social IQa
+(`siqa/socialIQa_v1.4_trn.jsonl`, 33,410 examples of 3 choices; the
+intermediate stage, skipped when the file is absent), then from that model on
+English COPA (`train-en.jsonl`, 400 examples). XTREME's download blanks the
+XCOPA test labels (every label 0): such a file is refused with the fix
+(cambridgeltl/xcopa's labelled test files).
 
 LAReQA (`lareqa/xquad-r/<lang>.json`, test) ranks one pool, every answer
 sentence of the 11 languages, for every question; Mewsli-X ranks the
@@ -29,7 +31,7 @@ import functools
 from polyglot.eval import readers as core_readers
 from polyglot.paths import Path
 from polyglot.eval.benchmarks import Benchmark
-from polyglot.eval.tasks import ANY_DIR, LANG, FileLayout, TaskSpec
+from polyglot.eval.tasks import ANY_DIR, INTERMEDIATE, LANG, FileLayout, TaskSpec
 from polyglot.eval.xtreme import tasks as xtreme
 from polyglot.eval.xtreme_r import readers
 
@@ -50,13 +52,16 @@ def _mewslix(f, lang: str, labels) -> readers.RetrievalSet:
 core_readers.register_file_format(
     "lareqa_json", lambda f, lang, labels: readers.read_lareqa_language(f.path, lang))
 core_readers.register_file_format("mewslix_jsonl", _mewslix)
+core_readers.register_file_format("siqa_jsonl", lambda f, lang, labels: readers.read_siqa(f.path))
 
 XCOPA = TaskSpec(
     "xcopa", "multiple_choice", "accuracy", readers.XCOPA_LANGUAGES,
     (FileLayout("xcopa", rf"{ANY_DIR}(?P<split>train|test)-{LANG}\.jsonl", "xcopa_jsonl"),
      FileLayout("xcopa", rf"{ANY_DIR}val-{LANG}\.jsonl", "xcopa_jsonl", split="dev"),
      FileLayout("xcopa", rf"{ANY_DIR}val\.{LANG}\.jsonl", "xcopa_jsonl", split="dev"),
-     FileLayout("xcopa", rf"{ANY_DIR}test\.{LANG}\.jsonl", "xcopa_jsonl", split="test")),
+     FileLayout("xcopa", rf"{ANY_DIR}test\.{LANG}\.jsonl", "xcopa_jsonl", split="test"),
+     FileLayout("siqa", rf"{ANY_DIR}socialIQa_v1\.4_trn\.jsonl", "siqa_jsonl", lang="en",
+                split=INTERMEDIATE)),
     {})
 
 
