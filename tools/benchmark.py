@@ -466,17 +466,31 @@ def with_moe_flags(moe, args):
   return dataclasses.replace(moe, **{k: v for k, v in changes.items() if v is not None})
 
 
+def cpu_name(cpuinfo: str) -> str:
+  """'/proc/cpuinfo' text -> 'AMD EPYC (family 26, AVX-512)': the model name, and what sets a
+  CPU's matrix-product speed when names repeat across generations (x86 family, widest vector
+  extension)."""
+  fields = {}  # the first processor's
+  for key, _, value in (line.partition(":") for line in cpuinfo.splitlines() if ":" in line):
+    fields.setdefault(key.strip(), value.strip())
+  name = fields.get("model name") or platform.processor() or platform.machine()
+  flags = set(fields.get("flags", "").split())
+  vector = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                 if flag in flags), None)
+  details = [f"family {fields['cpu family']}"] if "cpu family" in fields else []
+  details += [vector] if vector else []
+  return f"{name} ({', '.join(details)})" if details else name
+
+
 def hardware() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   if device.platform == "cpu":
-    cpu = platform.processor() or platform.machine()
     try:
-      cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                 if line.startswith("model name"))
-    except (OSError, StopIteration):
-      pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores"
+      cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+      cpuinfo = ""
+    return f"{cpu_name(cpuinfo)}, {len(os.sched_getaffinity(0))} cores"
   return f"{jax.device_count()} x {device.device_kind}"
 
 
