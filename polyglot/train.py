@@ -546,23 +546,40 @@ class Evaluator:
   """An objective's mean held-out metrics (MLM's, TLM's loss and accuracy) over the first
   `eval_batches` held-out batches of its mixture.
 
-  The validation pipeline is built once (building it costs tens of
-  milliseconds per language) and rewound to its start for every evaluation,
-  so each evaluation sees the same batches. Every host runs the same number
-  of batches: the evaluation stops, on all hosts, at the first host whose
-  validation shards end (one allgather per batch), since a host that stopped
-  early would leave the others waiting in the step's collectives.
+  MLM on text corpora or tokenized caches: the batches are made once, in numpy
+  (`pipeline.heldout_batches`), and kept. Anything else: the validation pipeline
+  (tf.data) is built once and rewound to its start for every evaluation. Either way each
+  evaluation sees the same batches. Every host runs the same number of batches: the
+  evaluation stops, on all hosts, at the first host whose validation shards end (one
+  allgather per batch), since a host that stopped early would leave the others waiting in
+  the step's collectives.
   """
 
   def __init__(self, tc: TrainConfig, data: objectives.DataSpec, batch_sharding):
     self.tc, self.batch_sharding = tc, batch_sharding
-    self.host = host_data(tc, data, "validation", tc.seed)
-    self.start = self.host.get_state()
+    self.batches = None
+    if data.features == "mlm":
+      _, pipeline = _data_lib()
+      from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
+      shards, num = host_shards(tc, data.batch_size)
+      self.batches = pipeline.heldout_batches(
+          data.mixture, shards=shards, num_shards=num, length=data.seq_len,
+          batch_size=data.batch_size // num, count=tc.eval_batches, seed=tc.seed,
+          mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking))
+    if self.batches is None:
+      self.host = host_data(tc, data, "validation", tc.seed)
+      self.start = self.host.get_state()
+
+  def _host_batches(self):
+    """This host's held-out batches, from their start."""
+    if self.batches is not None:
+      return iter(self.batches)
+    self.host.set_state(self.start)
+    return self.host
 
   def __call__(self, eval_fn, params) -> dict[str, float]:
     _, pipeline = _data_lib()
-    self.host.set_state(self.start)
-    it = pipeline.DeviceIterator(self.host, self.batch_sharding)
+    it = pipeline.DeviceIterator(self._host_batches(), self.batch_sharding)
     totals: dict[str, float] = {}
     n = 0
     try:

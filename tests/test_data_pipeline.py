@@ -156,6 +156,36 @@ def test_validation_split_is_packed_and_read_once(mixture, vocab):
   assert any(b["segment_ids"].max() > 1 for b in batches)
 
 
+def test_heldout_batches_hold_each_shards_held_out_text_in_shard_order(mixture, tmp_path):
+  """The trainer's held-out MLM batches of a text mixture: 40 lines per language, every
+  2nd held out (the first 20): data shard 0's rows hold lines 0-9 ("apple"), shard 1's
+  lines 10-19 ("house"), none a training line ("river"); a host reading both shards
+  concatenates what each gives alone. A mixture whose shard has no held-out line gives
+  no batch."""
+  lines = ["apple apple apple"] * 10 + ["house house house"] * 10 + ["river river river"] * 20
+  for lang in ("eng_Latn", "fra_Latn"):
+    (tmp_path / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+  tasks.register_text_directory(tmp_path, name="test_pipeline_heldout", validation_every=2)
+
+  def heldout(name, shards, num_shards=2):
+    return pipeline.heldout_batches(name, shards=shards, num_shards=num_shards, length=16,
+                                    batch_size=4, count=3, seed=7, mlm=MlmConfig())
+
+  both = heldout("test_pipeline_heldout", [0, 1])
+  alone = [heldout("test_pipeline_heldout", [s]) for s in (0, 1)]
+  assert len(both) == 3
+  vocab = vocab_lib.default_vocabulary()
+  for b, *parts in zip(both, *alone):
+    assert sorted(b) == sorted(pipeline.FIELDS) and b["targets"].shape == (8, 16)
+    for k in b:
+      np.testing.assert_array_equal(b[k], np.concatenate([p[k] for p in parts]))
+    for i, row in enumerate(b["targets"]):
+      letters = set(vocab.decode(row[row >= 4]).replace(" ", ""))  # pieces, not specials
+      assert letters and letters <= set("apple" if i < 4 else "house"), (i, letters)
+  assert heldout(MIXTURE, [0, 1]) == []  # one held-out line per language: shard 0 has none
+  assert len(heldout(MIXTURE, [0], num_shards=1)) == 3
+
+
 def test_same_seed_same_batches_other_seed_other_batches(mixture):
   first = _take(_iterator(seed=3), 3)
   again = _take(_iterator(seed=3), 3)

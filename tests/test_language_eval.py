@@ -75,6 +75,50 @@ def test_batches_pad_with_rows_that_hold_no_token():
     heldout.batches(rows, 4, 1)
 
 
+def mixture_of(c, rates, count, batch_size=64, length=12, seed=5):
+  return heldout.mixture_batches(c, np.asarray(rates, np.float64), length=length,
+                                 batch_size=batch_size, count=count, seed=seed,
+                                 mlm=masking.MlmConfig(mask_rate=0.5), mask_id=MASK_ID,
+                                 word_start=WORD_START)
+
+
+def test_mixture_batches_draw_languages_at_the_rates_and_take_their_chunks_in_turn():
+  """Language 1 has no held-out token and language 3 no rate: neither is drawn; the others
+  come at their renormalized rates (0.2 and 0.8 of 4,096 rows), each row the language's
+  next chunk, cycling, between <s> and </s>, never wrapping into its own text."""
+  c = corpus([25, 0, 1000, 40])
+  batches = mixture_of(c, [0.1, 0.5, 0.4, 0.0], count=64)
+  assert len(batches) == 64 and all(b["targets"].shape == (64, 12) for b in batches)
+  streams_ = {j: c.tokens[c.offsets[j]:c.offsets[j + 1]].tolist() for j in range(4)}
+  chunks = {j: [s[i:i + 10] for i in range(0, len(s), 10)] for j, s in streams_.items()}
+  owner = {tuple(ch): (j, k) for j in (0, 2, 3) for k, ch in enumerate(chunks[j])}
+  taken = {0: 0, 2: 0}
+  for b in batches:
+    for targets, segments, positions in zip(b["targets"].tolist(), b["segment_ids"].tolist(),
+                                            b["positions"].tolist()):
+      n = sum(segments)
+      assert segments == [1] * n + [0] * (12 - n)
+      assert positions == list(range(n)) + [0] * (12 - n)
+      assert targets[0] == ids.BOS_ID and targets[n - 1] == ids.EOS_ID
+      assert targets[n:] == [ids.PAD_ID] * (12 - n)
+      j, k = owner[tuple(targets[1:n - 1])]
+      assert k == taken[j] % len(chunks[j]), (j, k)
+      taken[j] += 1
+  assert taken[0] / 4096 == pytest.approx(0.2, abs=0.02)
+  # Masks as training rows': specials never predicted, only predicted pieces changed.
+  rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+  special = rows["targets"] < ids.FIRST_PIECE_ID
+  assert not rows["loss_weights"][special].any()
+  assert rows["loss_weights"][~special].mean() == pytest.approx(0.5, abs=0.02)
+  assert not ((rows["input_ids"] != rows["targets"]) & (rows["loss_weights"] == 0)).any()
+  # The seed fixes languages, chunks and masks; another seed draws others.
+  again, other = mixture_of(c, [0.1, 0.5, 0.4, 0.0], count=2), mixture_of(
+      c, [0.1, 0.5, 0.4, 0.0], count=2, seed=6)
+  assert all(np.array_equal(batches[i][k], again[i][k]) for i in (0, 1) for k in again[i])
+  assert not np.array_equal(batches[0]["input_ids"], other[0]["input_ids"])
+  assert mixture_of(corpus([0, 0]), [0.5, 0.5], count=2) == []
+
+
 def _model():
   graphdef, state = nnx.split(models.MaskedLM(CFG, rngs=nnx.Rngs(0)))
   return graphdef, nnx.to_pure_dict(state)

@@ -3,8 +3,8 @@
 Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives) train with
 `TrainConfig.data_shards=2`, so their global batches are those of one
 process with 8 devices reading both shards: the per-step losses, the
-held-out evaluation (whose validation shards end at different batches on the
-two hosts) and the bitext retrieval (`RunConfig.bitext`, every host embedding
+held-out evaluation (each data shard's held-out batches, `pipeline.heldout_batches`)
+and the bitext retrieval (`RunConfig.bitext`, every host embedding
 its part of each batch) must agree, and a 2-process checkpoint resumes in 1
 process.
 The corpus is a folder of 3 languages whose held-out lines are dealt

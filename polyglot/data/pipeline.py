@@ -32,8 +32,10 @@ one local file, read from the cache or tokenized from the text once
 (`tokenized.load_corpus`); the same fields and
 rows of one whole sequence each, languages drawn per row, made by index in
 worker processes, its state a batch count and a counter per language
-(`polyglot.data.streams`). Everything else (TFDS, parallel corpora, validation
-splits) goes through tf.data as below.
+(`polyglot.data.streams`). Their held-out MLM batches, which the trainer's
+evaluation reads, are made from the validation tokens the same way
+(`heldout_batches`). Everything else (TFDS, parallel corpora, other reads of a
+validation split) goes through tf.data as below.
 
 Determinism: every random choice is seeded from `shard_seed(seed, index)`
 (language sampling, shuffle, and stateless masking keyed by batch index), and
@@ -77,7 +79,7 @@ import jax
 import numpy as np
 
 from polyglot import _env
-from polyglot.data import masking, mixtures, preprocessors, schedules, sources, streams
+from polyglot.data import heldout, masking, mixtures, preprocessors, schedules, sources, streams
 from polyglot.data import tokenized
 from polyglot.data import vocab as vocab_lib
 from polyglot.data.masking import MlmConfig
@@ -356,18 +358,14 @@ def _token_stream(cfg: PipelineConfig, shard_index: int, num_shards: int
                   ) -> streams.Stream | None:
   """The stream of MLM training batches of a mixture of text corpora or tokenized caches
   (`polyglot.data.streams`); None for anything else (tf.data reads it)."""
-  provider = mixtures.get_provider(cfg.mixture)
-  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  tasks = [t for t in tasks if cfg.split in t.splits]
-  if (cfg.split != "train" or cfg.features != "mlm" or not tasks
-      or not all(map(tokenized.streamable, tasks))):
+  provider, tasks = _text_tasks(cfg.mixture, cfg.split)
+  if cfg.split != "train" or cfg.features != "mlm" or not tasks:
     if cfg.schedule is not None:
       raise ConfigError(f"a MixtureSchedule needs MLM training on a text corpus or tokenized "
                         f"cache; {cfg.mixture!r} ({cfg.split}, {cfg.features}) is read by "
                         "tf.data: drop the schedule, or train from text or a cache")
     return None
-  rates = np.array([provider.get_rate(t) if isinstance(provider, seqio.Mixture) else 1.0
-                    for t in tasks], np.float64)
+  rates = _rates(provider, tasks)
   sizes, alpha = None, 0.0
   if cfg.schedule is not None:
     by_key, alpha = mixtures.corpus_settings(cfg.mixture)
@@ -378,6 +376,42 @@ def _token_stream(cfg: PipelineConfig, shard_index: int, num_shards: int
   return streams.Stream(corpus, rates / rates.sum(), cfg.length, cfg.batch_size,
                         shard_seed(cfg.seed, shard_index), cfg.shuffle_buffer, cfg.mlm,
                         vocabulary.mask_id, vocabulary.word_start, cfg.schedule, sizes, alpha)
+
+
+def _text_tasks(mixture: str, split: str) -> tuple[seqio.Task | seqio.Mixture, list[seqio.Task]]:
+  """(the provider, its tasks with `split`), the tasks [] unless all are text corpora or
+  tokenized caches (what `tokenized.load_corpus` reads)."""
+  provider = mixtures.get_provider(mixture)
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  tasks = [t for t in tasks if split in t.splits]
+  return provider, tasks if all(map(tokenized.streamable, tasks)) else []
+
+
+def _rates(provider: seqio.Task | seqio.Mixture, tasks: Sequence[seqio.Task]) -> np.ndarray:
+  return np.array([provider.get_rate(t) if isinstance(provider, seqio.Mixture) else 1.0
+                   for t in tasks], np.float64)
+
+
+def heldout_batches(mixture: str, *, shards: Sequence[int], num_shards: int, length: int,
+                    batch_size: int, count: int, seed: int, mlm: MlmConfig
+                    ) -> list[dict[str, np.ndarray]] | None:
+  """This host's first `count` held-out MLM batches of a mixture of text corpora or
+  tokenized caches: each data shard's `heldout.mixture_batches` (`batch_size` rows, seeded
+  `shard_seed(seed, shard)`), concatenated in shard order; [] when a shard has no held-out
+  token; None for any other mixture (its validation split is read by tf.data)."""
+  provider, tasks = _text_tasks(mixture, "validation")
+  if not tasks:
+    return None
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  parts = [heldout.mixture_batches(
+      tokenized.load_corpus(tasks, "validation", seqio.ShardInfo(s, num_shards)),
+      _rates(provider, tasks), length=length, batch_size=batch_size, count=count,
+      seed=shard_seed(seed, s), mlm=mlm, mask_id=vocabulary.mask_id,
+      word_start=vocabulary.word_start) for s in shards]
+  if not all(parts):
+    return []
+  return [{k: np.concatenate([p[b][k] for p in parts]) for k in parts[0][b]}
+          for b in range(count)]
 
 
 class ShardedIterator:
