@@ -191,17 +191,22 @@ def host_shards(tc: TrainConfig, batch_size: int) -> tuple[range, int]:
   return shard_range(num, batch_size, jax.process_index(), jax.process_count()), num
 
 
+def mlm_config(tc: TrainConfig):
+  """The masking of the run's MLM rows, training and held-out."""
+  from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
+  return MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking)
+
+
 def host_data(tc: TrainConfig, data: objectives.DataSpec, split: str, seed: int):
   """This host's iterator of one objective's host batches for `split`: its shards' batches,
   concatenated."""
   _, pipeline = _data_lib()
-  from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
   shards, num = host_shards(tc, data.batch_size)
   return pipeline.make_sharded_iterator(
       data.mixture, shards=shards, num_shards=num, length=data.seq_len,
       batch_size=data.batch_size // num, seed=seed, split=split,
       shuffle_buffer=tc.shuffle_buffer if split == "train" else 0,
-      mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking),
+      mlm=mlm_config(tc),
       features=data.features,
       schedule=tc.schedule if split == "train" and data.features == "mlm" else None)
 
@@ -560,12 +565,11 @@ class Evaluator:
     self.batches = None
     if data.features == "mlm":
       _, pipeline = _data_lib()
-      from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
       shards, num = host_shards(tc, data.batch_size)
       self.batches = pipeline.heldout_batches(
           data.mixture, shards=shards, num_shards=num, length=data.seq_len,
           batch_size=data.batch_size // num, count=tc.eval_batches, seed=tc.seed,
-          mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking))
+          mlm=mlm_config(tc))
     if self.batches is None:
       self.host = host_data(tc, data, "validation", tc.seed)
       self.start = self.host.get_state()
@@ -611,7 +615,6 @@ class LanguageEvaluator:
   def __init__(self, job: "Job", data: objectives.DataSpec, cfg: languages_lib.LanguageEvalConfig,
                tasks: list, sizes: list[float]):
     from polyglot.data import heldout, tokenized  # pylint: disable=g-import-not-at-top
-    from polyglot.data.preprocessors import MlmConfig  # pylint: disable=g-import-not-at-top
     import seqio  # pylint: disable=g-import-not-at-top
     tc = job.run.train
     self.cfg, self.sizes = cfg, sizes
@@ -627,7 +630,7 @@ class LanguageEvaluator:
         tokenized.load_corpus(tasks, "validation", seqio.ShardInfo(s, num)),
         length=data.seq_len, rows_per_language=cfg.rows_per_language,
         seed=pipeline.shard_seed(tc.seed, s),
-        mlm=MlmConfig(mask_rate=tc.mask_rate, whole_word=tc.whole_word_masking),
+        mlm=mlm_config(tc),
         mask_id=vocabulary.mask_id, word_start=vocabulary.word_start) for s in shards]
     rows_per_shard = data.batch_size // num
     count = max(heldout.num_batches(r, rows_per_shard) for r in rows)
