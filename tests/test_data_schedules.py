@@ -5,7 +5,7 @@ boundary, bad schedules, and mmBERT's recipe file."""
 import numpy as np
 import pytest
 
-from polyglot.data import ids, masking, schedules, streams
+from polyglot.data import masking, schedules, streams
 from polyglot.errors import ConfigError
 
 SIZES = np.array([1000.0, 100.0, 10.0, 1.0])  # the mixture's sizes

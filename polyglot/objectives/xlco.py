@@ -41,7 +41,7 @@ from polyglot import sharding
 from polyglot.errors import ConfigError
 from polyglot.models.encoder import default_segments
 from polyglot.models.heads import POOLINGS, pool
-from polyglot.objectives.base import (Batch, DataSpec, Metrics, Objective,
+from polyglot.objectives.base import (Batch, DataSpec, Objective,
                                       require_parallel_mixture)
 
 NEGATIVES = ("queue", "in_batch")
